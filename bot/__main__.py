@@ -1,0 +1,121 @@
+"""`python -m bot`: run Castbot."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+import discord
+import httpx
+from pydantic import ValidationError
+
+from bot import __version__
+from bot.app import Castbot, build_services, configure_discord_endpoints
+from bot.config import Settings
+from bot.db import Database, MigrationError
+from bot.log import setup_logging
+
+log = logging.getLogger("bot")
+
+SHUTDOWN_SECONDS = 10.0
+EXIT_CONFIG = 2
+
+
+def _fail(message: str, code: int = EXIT_CONFIG) -> int:
+    print(f"castbot: {message}", file=sys.stderr)
+    return code
+
+
+def load_settings() -> Settings | str:
+    """Settings, or one line saying what is wrong (never the offending values: they may be secrets)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']).upper() or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        return f"invalid configuration: {problems}"
+
+
+async def run(settings: Settings) -> int:
+    assert settings.discord_token is not None
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    configure_discord_endpoints(settings)
+    try:
+        db = await Database.open(settings.database_path)
+    except Exception as exc:
+        return _fail(f"cannot open the database at {settings.database_path}: {exc}", 1)
+    try:
+        try:
+            version = await db.migrate()
+        except MigrationError as exc:
+            return _fail(str(exc), 1)
+        log.info("Castbot %s, database schema %d, data in %s", __version__, version, settings.data_dir)
+        timeout = httpx.Timeout(30.0, connect=10.0)
+        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http_client:
+            bot = Castbot(settings, db, http_client, build_services(settings, db))
+            return await _run_until_stopped(bot, settings.discord_token.get_secret_value())
+    finally:
+        await db.close()
+
+
+async def _run_until_stopped(bot: Castbot, token: str) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with bot:
+        runner = asyncio.create_task(bot.start(token), name="discord")
+        stopper = asyncio.create_task(stop.wait(), name="stop-signal")
+        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if stopper.done():
+            log.info("shutting down")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(bot.close(), SHUTDOWN_SECONDS)
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await runner
+            return 0
+        stopper.cancel()
+        try:
+            runner.result()
+        except discord.LoginFailure:
+            return _fail("Discord refused the token (DISCORD_TOKEN): check it in the developer portal")
+        except Exception:
+            log.exception("the bot stopped on an unexpected error")
+            return 1
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bot", description="Castbot: character-consistent AI video"
+    )
+    parser.add_argument("command", nargs="?", default="run", choices=["run"], help="run the bot (default)")
+    parser.parse_args(argv)
+    settings = load_settings()
+    if isinstance(settings, str):
+        return _fail(settings)
+    if settings.discord_token is None or not settings.discord_token.get_secret_value().strip():
+        return _fail("DISCORD_TOKEN is not set; put it in the environment or in .env (see README)")
+    secrets = [
+        s.get_secret_value()
+        for s in (
+            settings.discord_token,
+            settings.openai_api_key,
+            settings.relay_api_key,
+            settings.kling_api_key,
+        )
+        if s is not None
+    ]
+    setup_logging(settings.log_level, secrets)
+    return asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""The Bot subclass: dependency wiring, command tree with one error handler, command sync."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+
+import discord
+import httpx
+import yarl
+from discord import app_commands
+from discord.ext import commands
+
+from bot.config import Settings
+from bot.db import Database
+from bot.errors import UserFacingError
+from bot.i18n import CastbotTranslator, t
+from bot.services.about import AboutService
+from bot.ui.replies import locale_of, reply
+
+log = logging.getLogger(__name__)
+
+COGS = ("cogs.admin",)
+
+
+@dataclass(frozen=True)
+class Services:
+    about: AboutService
+
+
+def build_services(settings: Settings, db: Database) -> Services:
+    return Services(about=AboutService(settings, db))
+
+
+def configure_discord_endpoints(settings: Settings) -> None:
+    """Point discord.py at a REST proxy / gateway other than Discord's (also the test sandbox)."""
+    discord.http.Route.BASE = settings.discord_api_base
+    if settings.discord_gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
+
+
+def error_reference() -> str:
+    return secrets.token_hex(2).upper()
+
+
+class CastbotTree(app_commands.CommandTree["Castbot"]):
+    async def on_error(
+        self, interaction: discord.Interaction[Castbot], error: app_commands.AppCommandError
+    ) -> None:
+        locale = locale_of(interaction)
+        original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+        if isinstance(original, UserFacingError):
+            message = t(original.key, locale, **original.params)
+        elif isinstance(original, app_commands.TransformerError):
+            message = t("error.bad_option", locale, option=str(original.value)[:100])
+        elif isinstance(original, app_commands.CheckFailure):
+            message = t("error.check_failed", locale)
+        else:
+            ref = error_reference()
+            command = interaction.command.qualified_name if interaction.command else "?"
+            log.error(
+                "unexpected error ref=%s command=%s guild=%s user=%s",
+                ref,
+                command,
+                interaction.guild_id,
+                interaction.user.id,
+                exc_info=original,
+            )
+            message = t("error.unexpected", locale, ref=ref)
+        try:
+            await reply(interaction, content=message, ephemeral=True)
+        except discord.HTTPException:
+            log.warning("could not tell the member about an error (interaction %s)", interaction.id)
+
+
+class Castbot(commands.Bot):
+    def __init__(self, settings: Settings, db: Database, http_client: httpx.AsyncClient, services: Services):
+        intents = discord.Intents.none()
+        intents.guilds = True  # GUILD_CREATE gives the boost tier, hence the upload limit
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            tree_cls=CastbotTree,
+            help_command=None,
+            # Members' prompts are echoed back: nothing pings unless a message opts in.
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+        self.settings = settings
+        self.db = db
+        self.http_client = http_client
+        self.services = services
+
+    async def setup_hook(self) -> None:
+        await self.tree.set_translator(CastbotTranslator())
+        for extension in COGS:
+            await self.load_extension(extension)
+        await self.sync_commands()
+
+    async def sync_commands(self) -> list[app_commands.AppCommand]:
+        if self.settings.command_guild_id:
+            guild = discord.Object(id=self.settings.command_guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("synced %d commands to guild %s", len(synced), guild.id)
+        else:
+            synced = await self.tree.sync()
+            log.info("synced %d global commands", len(synced))
+        return synced
+
+    async def on_ready(self) -> None:
+        assert self.user is not None
+        log.info("connected as %s (%s) in %d guilds", self.user, self.user.id, len(self.guilds))

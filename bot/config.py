@@ -1,0 +1,86 @@
+"""Settings: read once in main() from the environment or `.env`, then injected everywhere."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+KNOWN_PROVIDERS = ("openai", "relay", "kling", "local")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        hide_input_in_errors=True,
+    )
+
+    discord_token: SecretStr | None = None
+    discord_api_base: str = "https://discord.com/api/v10"
+    discord_gateway_url: str | None = None
+    command_guild_id: int | None = None
+    data_dir: Path = Path("./data")
+
+    # Empty means: every provider whose key is set, else local.
+    providers: Annotated[tuple[str, ...], NoDecode] = ()
+
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str = "https://api.openai.com/v1"
+    relay_api_key: SecretStr | None = None
+    relay_base_url: str | None = None
+    kling_api_key: SecretStr | None = None
+    kling_base_url: str = "https://api-singapore.klingai.com"
+
+    global_monthly_budget_usd: Decimal | None = None
+    poll_min_seconds: float = Field(default=2.0, gt=0)
+    poll_max_seconds: float = Field(default=30.0, gt=0)
+    local_render_seconds: float = Field(default=3.0, ge=0)
+    max_clip_mb: int = Field(default=50, gt=0)
+    log_level: str = "INFO"
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _split_providers(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(p.strip().lower() for p in value.split(",") if p.strip())
+        return value
+
+    @field_validator("providers")
+    @classmethod
+    def _known_providers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [p for p in value if p not in KNOWN_PROVIDERS]
+        if unknown:
+            raise ValueError(f"unknown provider(s) {', '.join(unknown)}; known: {', '.join(KNOWN_PROVIDERS)}")
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("discord_api_base")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    def enabled_providers(self) -> tuple[str, ...]:
+        """Providers in preference order: PROVIDERS if set, else every keyed one, else local."""
+        if self.providers:
+            return self.providers
+        keyed = []
+        if self.openai_api_key:
+            keyed.append("openai")
+        if self.relay_api_key and self.relay_base_url:
+            keyed.append("relay")
+        if self.kling_api_key:
+            keyed.append("kling")
+        return tuple(keyed) or ("local",)
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "castbot.sqlite3"
+
+    @property
+    def max_clip_bytes(self) -> int:
+        return self.max_clip_mb * 1024 * 1024

@@ -1,0 +1,168 @@
+"""The SQLite database: one aiosqlite connection, numbered SQL migrations, short write transactions.
+
+All writes go through one connection, so SQLite serialises them and a conditional UPDATE is
+enough to make budget holds race-free. `transaction()` opens BEGIN IMMEDIATE so a transaction
+never has to upgrade a read lock (which would ignore busy_timeout), and callers keep it short:
+no awaits on foreign I/O (HTTP, Discord) inside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+BUSY_TIMEOUT_MS = 5000
+
+
+class MigrationError(RuntimeError):
+    """The database cannot be brought to the schema this code expects."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def discover_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """Numbered .sql files, checked to be contiguous from 1 so a gap or a duplicate fails loudly."""
+    found: list[Migration] = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if not match:
+            raise MigrationError(f"migration file name not understood: {path.name} (want NNNN_name.sql)")
+        found.append(Migration(int(match.group(1)), path))
+    for expected, migration in enumerate(found, start=1):
+        if migration.version != expected:
+            raise MigrationError(f"migrations must be numbered 1..N without gaps; found {migration.name}")
+    return found
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves, so Python never opens one behind us.
+    conn = await aiosqlite.connect(str(path), isolation_level=None)
+    conn.row_factory = aiosqlite.Row
+    await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    await conn.execute("PRAGMA journal_mode = WAL")
+    await conn.execute("PRAGMA synchronous = NORMAL")
+    await conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+class Database:
+    """The bot's SQLite file: one writer connection and one reader connection.
+
+    Reads go to their own connection so that, under WAL, they only ever see committed data and
+    never a half-done transaction another coroutine holds open on the writer.
+    """
+
+    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self.path = path
+        self._conn = writer
+        self._reader = reader
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path) -> Database:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = await _connect(path)
+        try:
+            reader = await _connect(path)
+        except BaseException:
+            await writer.close()
+            raise
+        return cls(path, writer, reader)
+
+    async def close(self) -> None:
+        await self._reader.close()
+        await self._conn.close()
+
+    @property
+    def connection(self) -> aiosqlite.Connection:
+        return self._conn
+
+    async def user_version(self) -> int:
+        async with self._conn.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def migrate(self, directory: Path = MIGRATIONS_DIR) -> int:
+        """Apply pending migrations, each in its own transaction; return the resulting version.
+
+        A failing migration leaves the database at the previous version. A database newer than
+        the code is refused rather than guessed at.
+        """
+        migrations = discover_migrations(directory)
+        latest = migrations[-1].version if migrations else 0
+        current = await self.user_version()
+        if current > latest:
+            raise MigrationError(
+                f"the database is at schema version {current}, newer than this Castbot understands "
+                f"({latest}); run a newer Castbot or restore a backup"
+            )
+        for migration in migrations:
+            if migration.version <= current:
+                continue
+            sql = migration.path.read_text(encoding="utf-8")
+            # executescript() commits first and ignores isolation settings, so the transaction
+            # and the version bump live inside the script itself.
+            script = f"BEGIN IMMEDIATE;\n{sql}\n;PRAGMA user_version = {migration.version};\nCOMMIT;"
+            async with self._write_lock:
+                try:
+                    await self._conn.executescript(script)
+                except sqlite3.Error as exc:
+                    if self._conn.in_transaction:
+                        await self._conn.rollback()
+                    raise MigrationError(f"migration {migration.name} failed: {exc}") from exc
+            log.info("database migrated to version %d (%s)", migration.version, migration.name)
+            current = migration.version
+        return current
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (including cancellation)."""
+        async with self._write_lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                await self._conn.rollback()
+                raise
+            else:
+                await self._conn.commit()
+
+    async def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
+        """One autocommitted write; returns the number of rows changed."""
+        async with self._write_lock:
+            cursor = await self._conn.execute(sql, params)
+            count = cursor.rowcount
+            await cursor.close()
+            return count
+
+    async def fetchone(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> aiosqlite.Row | None:
+        async with self._reader.execute(sql, params) as cursor:
+            row: aiosqlite.Row | None = await cursor.fetchone()
+            return row
+
+    async def fetchall(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[aiosqlite.Row]:
+        async with self._reader.execute(sql, params) as cursor:
+            rows: Iterable[aiosqlite.Row] = await cursor.fetchall()
+            return list(rows)

@@ -1,0 +1,67 @@
+"""Settings: names from DESIGN §3, defaults, provider selection, secrets kept secret."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from bot.__main__ import load_settings
+from bot.config import Settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("DISCORD_TOKEN", "PROVIDERS", "OPENAI_API_KEY", "RELAY_API_KEY", "RELAY_BASE_URL",
+                 "KLING_API_KEY", "DATA_DIR", "GLOBAL_MONTHLY_BUDGET_USD"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def test_defaults_match_the_design() -> None:
+    s = Settings()
+    assert s.discord_api_base == "https://discord.com/api/v10"
+    assert s.data_dir == Path("./data")
+    assert s.database_path == Path("data/castbot.sqlite3")
+    assert (s.poll_min_seconds, s.poll_max_seconds, s.local_render_seconds, s.max_clip_mb) == (2, 30, 3, 50)
+    assert s.openai_base_url == "https://api.openai.com/v1"
+    assert s.kling_base_url == "https://api-singapore.klingai.com"
+    assert s.global_monthly_budget_usd is None
+    assert s.enabled_providers() == ("local",)
+
+
+def test_keyed_providers_are_enabled_in_design_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KLING_API_KEY", "kling-key-123")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-123")
+    assert Settings().enabled_providers() == ("openai", "kling")
+
+
+def test_explicit_provider_order_wins_and_is_deduplicated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROVIDERS", " Kling, local,kling ")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-123")
+    assert Settings().enabled_providers() == ("kling", "local")
+
+
+def test_unknown_provider_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROVIDERS", "local,sora3")
+    with pytest.raises(ValidationError, match="sora3"):
+        Settings()
+
+
+def test_env_file_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("DISCORD_TOKEN=from-dotenv-token\nCOMMAND_GUILD_ID=123\n")
+    s = Settings()
+    assert s.discord_token is not None and s.discord_token.get_secret_value() == "from-dotenv-token"
+    assert s.command_guild_id == 123
+
+
+def test_secrets_never_appear_in_repr_or_validation_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISCORD_TOKEN", "tok-SECRET-abcdef")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-SECRET-abcdef")
+    s = Settings()
+    assert "SECRET" not in repr(s) and "SECRET" not in str(s.model_dump())
+    monkeypatch.setenv("MAX_CLIP_MB", "sk-SECRET-as-a-number")
+    problem = load_settings()
+    assert isinstance(problem, str)
+    assert "MAX_CLIP_MB" in problem and "SECRET" not in problem
