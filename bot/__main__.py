@@ -36,8 +36,7 @@ def load_settings() -> Settings | str:
         return Settings()
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']).upper() or 'settings'}: {err['msg']}"
-            for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']).upper() or 'settings'}: {err['msg']}" for err in exc.errors()
         )
         return f"invalid configuration: {problems}"
 
@@ -93,9 +92,7 @@ async def _run_until_stopped(bot: Castbot, token: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bot", description="Castbot: character-consistent AI video"
-    )
+    parser = argparse.ArgumentParser(prog="python -m bot", description="Castbot: character-consistent AI video")
     parser.add_argument("command", nargs="?", default="run", choices=["run"], help="run the bot (default)")
     parser.parse_args(argv)
     settings = load_settings()

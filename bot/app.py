@@ -45,9 +45,7 @@ def error_reference() -> str:
 
 
 class CastbotTree(app_commands.CommandTree["Castbot"]):
-    async def on_error(
-        self, interaction: discord.Interaction[Castbot], error: app_commands.AppCommandError
-    ) -> None:
+    async def on_error(self, interaction: discord.Interaction[Castbot], error: app_commands.AppCommandError) -> None:
         locale = locale_of(interaction)
         original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
         if isinstance(original, UserFacingError):

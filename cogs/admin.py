@@ -19,9 +19,7 @@ class AdminCog(commands.Cog):
     @app_commands.command(name=cmd("cmd.about.name"), description=cmd("cmd.about.description"))
     async def about(self, interaction: discord.Interaction[Castbot]) -> None:
         info = await self.bot.services.about.about()
-        await interaction.response.send_message(
-            embed=about_embed(info, locale_of(interaction)), ephemeral=True
-        )
+        await interaction.response.send_message(embed=about_embed(info, locale_of(interaction)), ephemeral=True)
 
 
 async def setup(bot: Castbot) -> None:

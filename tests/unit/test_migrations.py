@@ -56,9 +56,7 @@ async def test_migrating_twice_is_a_no_op(tmp_path: Path) -> None:
         await db.close()
 
 
-async def test_upgrade_applies_only_the_new_migration_and_keeps_data(
-    tmp_path: Path, migrations: Path
-) -> None:
+async def test_upgrade_applies_only_the_new_migration_and_keeps_data(tmp_path: Path, migrations: Path) -> None:
     path = tmp_path / "castbot.sqlite3"
     db = await Database.open(path)
     try:
@@ -66,9 +64,7 @@ async def test_upgrade_applies_only_the_new_migration_and_keeps_data(
         await db.execute(
             "INSERT INTO guild_settings (guild_id, created_at, updated_at) VALUES (?, ?, ?)", (42, 0.0, 0.0)
         )
-        (migrations / f"{v1 + 1:04d}_add_note.sql").write_text(
-            "ALTER TABLE guild_settings ADD COLUMN note TEXT;"
-        )
+        (migrations / f"{v1 + 1:04d}_add_note.sql").write_text("ALTER TABLE guild_settings ADD COLUMN note TEXT;")
         assert await db.migrate(migrations) == v1 + 1
         row = await db.fetchone("SELECT guild_id, note FROM guild_settings")
         assert row is not None
@@ -77,9 +73,7 @@ async def test_upgrade_applies_only_the_new_migration_and_keeps_data(
         await db.close()
 
 
-async def test_broken_migration_leaves_the_previous_version_untouched(
-    tmp_path: Path, migrations: Path
-) -> None:
+async def test_broken_migration_leaves_the_previous_version_untouched(tmp_path: Path, migrations: Path) -> None:
     path = tmp_path / "castbot.sqlite3"
     db = await Database.open(path)
     try:
@@ -138,15 +132,11 @@ async def test_ledger_is_append_only(tmp_path: Path) -> None:
                 " VALUES (1, 1, 1, 1, 'p', '{}', 'local', 'held', 5,"
                 " '2026-11', '2026-11', '2026-11-22', 0, 0)"
             )
-            await conn.execute(
-                "INSERT INTO ledger (job_id, kind, amount_micros, created_at) VALUES (1, 'hold', 5, 0)"
-            )
+            await conn.execute("INSERT INTO ledger (job_id, kind, amount_micros, created_at) VALUES (1, 'hold', 5, 0)")
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             await db.execute("UPDATE ledger SET amount_micros = 0")
         with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
-            await db.execute(
-                "INSERT INTO ledger (job_id, kind, amount_micros, created_at) VALUES (1, 'hold', 5, 0)"
-            )
+            await db.execute("INSERT INTO ledger (job_id, kind, amount_micros, created_at) VALUES (1, 'hold', 5, 0)")
     finally:
         await db.close()
 
