@@ -9,8 +9,8 @@ import pytest
 from bot.services.periods import UnknownTimezone, period_keys
 
 
-def ts(*args: int) -> float:
-    return datetime(*args, tzinfo=UTC).timestamp()
+def ts(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> float:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()
 
 
 def test_utc_keys_around_midnight_and_month_end() -> None:
