@@ -17,7 +17,4 @@ class HealthRow:
 
 async def all_health(db: Database) -> dict[str, HealthRow]:
     rows = await db.fetchall("SELECT provider, state, open_until, disabled_reason FROM provider_health")
-    return {
-        r["provider"]: HealthRow(r["provider"], r["state"], r["open_until"], r["disabled_reason"])
-        for r in rows
-    }
+    return {r["provider"]: HealthRow(r["provider"], r["state"], r["open_until"], r["disabled_reason"]) for r in rows}
