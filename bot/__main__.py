@@ -18,6 +18,7 @@ from bot.app import Castbot, build_services, configure_discord_endpoints
 from bot.config import Settings
 from bot.db import Database, MigrationError
 from bot.log import setup_logging
+from bot.providers.registry import ProviderNotConfigured, build_providers
 
 log = logging.getLogger("bot")
 
@@ -57,8 +58,16 @@ async def run(settings: Settings) -> int:
         log.info("Castbot %s, database schema %d, data in %s", __version__, version, settings.data_dir)
         timeout = httpx.Timeout(30.0, connect=10.0)
         async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http_client:
-            bot = Castbot(settings, db, http_client, build_services(settings, db))
-            return await _run_until_stopped(bot, settings.discord_token.get_secret_value())
+            try:
+                providers = build_providers(settings, http_client)
+            except ProviderNotConfigured as exc:
+                return _fail(str(exc))
+            bot = Castbot(settings, db, http_client, build_services(settings, db), providers)
+            try:
+                return await _run_until_stopped(bot, settings.discord_token.get_secret_value())
+            finally:
+                for provider in providers.values():
+                    await provider.aclose()
     finally:
         await db.close()
 

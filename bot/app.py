@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pkgutil
 import secrets
 from dataclasses import dataclass
 
@@ -16,21 +17,29 @@ from bot.config import Settings
 from bot.db import Database
 from bot.errors import UserFacingError
 from bot.i18n import CastbotTranslator, t
+from bot.providers.base import VideoProvider
 from bot.services.about import AboutService
+from bot.services.guilds import GuildService
 from bot.ui.replies import locale_of, reply
 
 log = logging.getLogger(__name__)
 
-COGS = ("cogs.admin",)
+
+def cog_modules() -> list[str]:
+    """Every public module in cogs/: adding a capability never means editing the wiring."""
+    import cogs
+
+    return sorted(f"cogs.{m.name}" for m in pkgutil.iter_modules(cogs.__path__) if not m.name.startswith("_"))
 
 
 @dataclass(frozen=True)
 class Services:
     about: AboutService
+    guilds: GuildService
 
 
 def build_services(settings: Settings, db: Database) -> Services:
-    return Services(about=AboutService(settings, db))
+    return Services(about=AboutService(settings, db), guilds=GuildService(db))
 
 
 def configure_discord_endpoints(settings: Settings) -> None:
@@ -73,7 +82,14 @@ class CastbotTree(app_commands.CommandTree["Castbot"]):
 
 
 class Castbot(commands.Bot):
-    def __init__(self, settings: Settings, db: Database, http_client: httpx.AsyncClient, services: Services):
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        http_client: httpx.AsyncClient,
+        services: Services,
+        providers: dict[str, VideoProvider],
+    ):
         intents = discord.Intents.none()
         intents.guilds = True  # GUILD_CREATE gives the boost tier, hence the upload limit
         super().__init__(
@@ -88,10 +104,11 @@ class Castbot(commands.Bot):
         self.db = db
         self.http_client = http_client
         self.services = services
+        self.providers = providers
 
     async def setup_hook(self) -> None:
         await self.tree.set_translator(CastbotTranslator())
-        for extension in COGS:
+        for extension in cog_modules():
             await self.load_extension(extension)
         await self.sync_commands()
 
