@@ -1,7 +1,8 @@
 """Every user-facing string goes through `t(key, locale, **params)`.
 
-Catalogs are JSON files in bot/locales/, one per Discord locale code (`en.json`, `ru.json`,
-`pt-BR.json`...), keyed by message id. English is complete by definition; a missing key in another
+Catalogs live in bot/locales/<locale>/ (a Discord locale code: `en`, `ru`, `pt-BR`...), one JSON
+file per area of the bot (`core.json`, `characters.json`...), keyed by message id; the files of a
+locale are merged and a message id may appear in only one of them. English is complete by definition; a missing key in another
 locale falls back to English so a half-translated catalog never breaks a reply. Command names and
 descriptions use the same catalog through `CastbotTranslator`, keyed by `cmd.*` ids carried in
 `locale_str` extras.
@@ -26,17 +27,23 @@ DEFAULT_LOCALE = "en"
 
 @cache
 def catalog(locale: str) -> Mapping[str, str]:
-    path = LOCALES_DIR / f"{locale}.json"
-    if not path.is_file():
-        return {}
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-        raise ValueError(f"{path.name}: a catalog maps message ids to strings")
-    return data
+    merged: dict[str, str] = {}
+    directory = LOCALES_DIR / locale
+    if not directory.is_dir():
+        return merged
+    for path in sorted(directory.glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise ValueError(f"{locale}/{path.name}: a catalog maps message ids to strings")
+        twice = merged.keys() & data.keys()
+        if twice:
+            raise ValueError(f"{locale}/{path.name}: message ids defined twice: {', '.join(sorted(twice))}")
+        merged.update(data)
+    return merged
 
 
 def available_locales() -> list[str]:
-    return sorted(p.stem for p in LOCALES_DIR.glob("*.json"))
+    return sorted(p.name for p in LOCALES_DIR.iterdir() if p.is_dir())
 
 
 def resolve_locale(locale: str | Locale | None) -> str:

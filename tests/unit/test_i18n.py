@@ -18,7 +18,7 @@ def placeholders(text: str) -> set[str]:
 
 
 def test_english_catalog_is_well_formed() -> None:
-    en = json.loads((LOCALES_DIR / "en.json").read_text(encoding="utf-8"))
+    en = json.loads((LOCALES_DIR / "en" / "core.json").read_text(encoding="utf-8"))
     assert en and all(isinstance(v, str) and v for v in en.values())
     assert "en" in available_locales()
 
