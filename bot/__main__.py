@@ -7,7 +7,11 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sqlite3
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import discord
 import httpx
@@ -42,34 +46,36 @@ def load_settings() -> Settings | str:
         return f"invalid configuration: {problems}"
 
 
-async def run(settings: Settings) -> int:
-    assert settings.discord_token is not None
+@asynccontextmanager
+async def open_bot(settings: Settings, **bot_options: Any) -> AsyncIterator[Castbot]:
+    """Everything the bot needs, opened in order and closed in reverse: the data folder, the
+    migrated database, the shared HTTP client and the provider adapters. Tests use this too."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     configure_discord_endpoints(settings)
-    try:
+    async with contextlib.AsyncExitStack() as stack:
         db = await Database.open(settings.database_path)
-    except Exception as exc:
-        return _fail(f"cannot open the database at {settings.database_path}: {exc}", 1)
-    try:
-        try:
-            version = await db.migrate()
-        except MigrationError as exc:
-            return _fail(str(exc), 1)
+        stack.push_async_callback(db.close)
+        version = await db.migrate()
         log.info("Castbot %s, database schema %d, data in %s", __version__, version, settings.data_dir)
         timeout = httpx.Timeout(30.0, connect=10.0)
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as http_client:
-            try:
-                providers = build_providers(settings, http_client)
-            except ProviderNotConfigured as exc:
-                return _fail(str(exc))
-            bot = Castbot(settings, db, http_client, build_services(settings, db), providers)
-            try:
-                return await _run_until_stopped(bot, settings.discord_token.get_secret_value())
-            finally:
-                for provider in providers.values():
-                    await provider.aclose()
-    finally:
-        await db.close()
+        http_client = await stack.enter_async_context(httpx.AsyncClient(timeout=timeout, follow_redirects=False))
+        providers = build_providers(settings, http_client)
+        for provider in providers.values():
+            stack.push_async_callback(provider.aclose)
+        yield Castbot(settings, db, http_client, build_services(settings, db), providers, **bot_options)
+
+
+async def run(settings: Settings) -> int:
+    assert settings.discord_token is not None
+    try:
+        async with open_bot(settings) as bot:
+            return await _run_until_stopped(bot, settings.discord_token.get_secret_value())
+    except MigrationError as exc:
+        return _fail(str(exc), 1)
+    except ProviderNotConfigured as exc:
+        return _fail(str(exc))
+    except (OSError, sqlite3.Error) as exc:
+        return _fail(f"cannot open the database at {settings.database_path}: {exc}", 1)
 
 
 async def _run_until_stopped(bot: Castbot, token: str) -> int:

@@ -6,6 +6,7 @@ import logging
 import pkgutil
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 import discord
 import httpx
@@ -89,6 +90,7 @@ class Castbot(commands.Bot):
         http_client: httpx.AsyncClient,
         services: Services,
         providers: dict[str, VideoProvider],
+        **options: Any,
     ):
         intents = discord.Intents.none()
         intents.guilds = True  # GUILD_CREATE gives the boost tier, hence the upload limit
@@ -99,6 +101,7 @@ class Castbot(commands.Bot):
             help_command=None,
             # Members' prompts are echoed back: nothing pings unless a message opts in.
             allowed_mentions=discord.AllowedMentions.none(),
+            **options,
         )
         self.settings = settings
         self.db = db

@@ -2,10 +2,10 @@
 
 Catalogs live in bot/locales/<locale>/ (a Discord locale code: `en`, `ru`, `pt-BR`...), one JSON
 file per area of the bot (`core.json`, `characters.json`...), keyed by message id; the files of a
-locale are merged and a message id may appear in only one of them. English is complete by definition; a missing key in another
-locale falls back to English so a half-translated catalog never breaks a reply. Command names and
-descriptions use the same catalog through `CastbotTranslator`, keyed by `cmd.*` ids carried in
-`locale_str` extras.
+locale are merged and a message id may appear in only one of them. English is complete by
+definition; a missing key in another locale falls back to English so a half-translated catalog
+never breaks a reply. Command names and descriptions use the same catalog through
+`CastbotTranslator`, keyed by `cmd.*` ids carried in `locale_str` extras.
 """
 
 from __future__ import annotations

@@ -1,0 +1,130 @@
+"""Shared fixtures: the Discord sandbox and the real Castbot started against it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.__main__ import open_bot
+from bot.app import Castbot
+from bot.config import Settings
+from tests.fakes.discord_sandbox import MANAGE_GUILD, Channel, DiscordSandbox, Guild, Member
+
+SANDBOX_TOKEN = "sandbox-bot-token"
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[DiscordSandbox]:
+    async with DiscordSandbox(token=SANDBOX_TOKEN) as sb:
+        yield sb
+
+
+@dataclass
+class World:
+    """A guild with a channel, its owner (Manage Server), a plain member, and a second guild."""
+
+    guild: Guild
+    channel: Channel
+    admin: Member
+    member: Member
+    other_guild: Guild
+    other_channel: Channel
+    other_member: Member
+
+
+@pytest.fixture
+def world(sandbox: DiscordSandbox) -> World:
+    guild = sandbox.add_guild("Castle", premium_tier=0)
+    other = sandbox.add_guild("Elsewhere", premium_tier=0)
+    return World(
+        guild=guild,
+        channel=guild.add_text_channel("general"),
+        admin=guild.add_member("ada", permissions=MANAGE_GUILD),
+        member=guild.add_member("bob"),
+        other_guild=other,
+        other_channel=other.add_text_channel("lobby"),
+        other_member=other.add_member("cyd"),
+    )
+
+
+@dataclass
+class BotHarness:
+    """Starts the real bot (the same open_bot() as `python -m bot`) against the sandbox."""
+
+    sandbox: DiscordSandbox
+    data_dir: Path
+    monkeypatch: pytest.MonkeyPatch
+    overrides: dict[str, Any] = field(default_factory=dict)
+    bot: Castbot | None = None
+    _stack: contextlib.AsyncExitStack | None = None
+    _task: asyncio.Task[None] | None = None
+
+    def settings(self, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "discord_token": SANDBOX_TOKEN,
+            "discord_api_base": self.sandbox.api_base,
+            "discord_gateway_url": self.sandbox.gateway_url,
+            "data_dir": self.data_dir,
+            "providers": "local",
+            "local_render_seconds": 0.2,
+            "poll_min_seconds": 0.05,
+            "poll_max_seconds": 0.5,
+        }
+        values.update(self.overrides)
+        values.update(overrides)
+        return Settings(_env_file=None, **values)
+
+    async def start(self, **overrides: Any) -> Castbot:
+        assert self.bot is None, "already running"
+        # restores discord.py's class-level endpoints after the test
+        self.sandbox.patch_discord(self.monkeypatch)
+        stack = contextlib.AsyncExitStack()
+        bot = await stack.enter_async_context(open_bot(self.settings(**overrides), guild_ready_timeout=0.05))
+        task = asyncio.create_task(bot.start(SANDBOX_TOKEN), name="castbot")
+        self._stack, self._task, self.bot = stack, task, bot
+        ready = asyncio.create_task(self.sandbox.wait_ready(timeout=10))
+        await asyncio.wait({ready, task}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            ready.cancel()
+            await self.stop()
+            task.result()  # re-raise why the bot died
+            raise AssertionError("the bot stopped before connecting")
+        await ready
+        await asyncio.wait_for(bot.wait_until_ready(), 10)
+        return bot
+
+    async def stop(self) -> None:
+        bot, task, stack = self.bot, self._task, self._stack
+        self.bot = self._task = self._stack = None
+        if bot is not None:
+            await asyncio.wait_for(bot.close(), 10)
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, 10)
+        if stack is not None:
+            await stack.aclose()
+
+    async def restart(self, **overrides: Any) -> Castbot:
+        await self.stop()
+        return await self.start(**overrides)
+
+
+@pytest.fixture
+async def harness(
+    sandbox: DiscordSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[BotHarness]:
+    h = BotHarness(sandbox=sandbox, data_dir=tmp_path / "data", monkeypatch=monkeypatch)
+    yield h
+    await h.stop()
+
+
+@pytest.fixture
+async def castbot(harness: BotHarness, world: World) -> Castbot:
+    """The bot running with the default (local) provider, after `world` exists."""
+    return await harness.start()
