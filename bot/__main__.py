@@ -62,7 +62,8 @@ async def open_bot(settings: Settings, **bot_options: Any) -> AsyncIterator[Cast
         providers = build_providers(settings, http_client)
         for provider in providers.values():
             stack.push_async_callback(provider.aclose)
-        yield Castbot(settings, db, http_client, build_services(settings, db), providers, **bot_options)
+        services = build_services(settings, db, http_client, providers)
+        yield Castbot(settings, db, http_client, services, providers, **bot_options)
 
 
 async def run(settings: Settings) -> int:

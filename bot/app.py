@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import pkgutil
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import discord
@@ -20,7 +21,13 @@ from bot.errors import UserFacingError
 from bot.i18n import CastbotTranslator, t
 from bot.providers.base import VideoProvider
 from bot.services.about import AboutService
+from bot.services.budget import BudgetService
+from bot.services.characters import CharacterService
+from bot.services.delivery import DeliveryService
+from bot.services.generation import GenerationService
 from bot.services.guilds import GuildService
+from bot.services.health import HealthService
+from bot.services.tracking import Tracker
 from bot.ui.replies import locale_of, reply
 
 log = logging.getLogger(__name__)
@@ -33,14 +40,55 @@ def cog_modules() -> list[str]:
     return sorted(f"cogs.{m.name}" for m in pkgutil.iter_modules(cogs.__path__) if not m.name.startswith("_"))
 
 
-@dataclass(frozen=True)
+@dataclass
 class Services:
-    about: AboutService
+    """One instance of each service per bot, shared by every cog and the delivery loop."""
+
     guilds: GuildService
+    health: HealthService
+    about: AboutService
+    budget: BudgetService
+    characters: CharacterService
+    generation: GenerationService
+    tracker: Tracker
+    delivery: DeliveryService
+    loop_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def wake_loop(self) -> None:
+        """A job was admitted or changed: let the delivery loop look now instead of at its next due time."""
+        self.loop_wakeup.set()
 
 
-def build_services(settings: Settings, db: Database) -> Services:
-    return Services(about=AboutService(settings, db), guilds=GuildService(db))
+def build_services(
+    settings: Settings, db: Database, http_client: httpx.AsyncClient, providers: dict[str, VideoProvider]
+) -> Services:
+    guilds = GuildService(db)
+    health = HealthService(db, guilds=guilds, configured=tuple(providers))
+    budget = BudgetService(db, settings, guilds)
+    characters = CharacterService(db, settings, providers, guilds, http_client)
+    generation = GenerationService(
+        db, providers, guilds, characters, budget, health, poll_min_seconds=settings.poll_min_seconds
+    )
+    tracker = Tracker(
+        db,
+        providers,
+        characters,
+        budget,
+        health,
+        settings.data_dir / "videos",
+        poll_min=settings.poll_min_seconds,
+        poll_max=settings.poll_max_seconds,
+    )
+    return Services(
+        guilds=guilds,
+        health=health,
+        about=AboutService(settings, db, providers, health),
+        budget=budget,
+        characters=characters,
+        generation=generation,
+        tracker=tracker,
+        delivery=DeliveryService(db),
+    )
 
 
 def configure_discord_endpoints(settings: Settings) -> None:

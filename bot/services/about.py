@@ -1,13 +1,25 @@
-"""What /about shows: version, configured providers and their health."""
+"""What /about shows: version, configured providers, their breaker state and a typical price."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+
+import httpx
 
 from bot import __version__
 from bot.config import Settings
 from bot.db import Database
-from bot.store.provider_health import all_health
+from bot.providers.base import Orientation, Quality, VideoProvider
+from bot.providers.pricing import UnknownPrice
+from bot.providers.registry import ProviderNotConfigured, build_providers
+from bot.providers.router import typical_request
+from bot.services.health import HealthService
+
+# The job /about prices: 8 s, landscape, standard quality, one character.
+TYPICAL_SECONDS = 8
+TYPICAL_CHARACTERS = 1
 
 
 @dataclass(frozen=True)
@@ -17,31 +29,76 @@ class ProviderStatus:
     open_until: float | None = None
     disabled_reason: str | None = None
     paid: bool = True
+    price_micros: int | None = None  # estimate of the typical job; None when it has no price
 
 
 @dataclass(frozen=True)
 class AboutInfo:
     version: str
     providers: tuple[ProviderStatus, ...]
+    typical_seconds: int = TYPICAL_SECONDS
+
+
+def typical_price(provider: VideoProvider) -> int | None:
+    """The worst-case estimate of the typical job on `provider`, at the length it would make."""
+    seconds = provider.capabilities.fit_seconds(TYPICAL_SECONDS)
+    request = typical_request(seconds, Orientation.LANDSCAPE, Quality.STANDARD, TYPICAL_CHARACTERS)
+    try:
+        return provider.estimate(replace(request, seconds=seconds))
+    except UnknownPrice:
+        return None
 
 
 class AboutService:
-    def __init__(self, settings: Settings, db: Database) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        providers: Mapping[str, VideoProvider] | None = None,
+        health: HealthService | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._settings = settings
         self._db = db
+        self._providers = providers
+        self._health = health or HealthService(db, clock)
+        self._clock = clock
+        self._prices: dict[str, int | None] | None = None
+
+    async def _typical_prices(self) -> dict[str, int | None]:
+        """Prices do not change while running: computed once."""
+        if self._prices is None:
+            if self._providers is not None:
+                self._prices = {name: typical_price(p) for name, p in self._providers.items()}
+            else:
+                # Not handed the live adapters: build estimate-only ones (estimates never use HTTP).
+                try:
+                    async with httpx.AsyncClient() as client:
+                        built = build_providers(self._settings, client)
+                        self._prices = {name: typical_price(p) for name, p in built.items()}
+                except ProviderNotConfigured:
+                    self._prices = {}
+        return self._prices
 
     async def about(self) -> AboutInfo:
-        health = await all_health(self._db)
+        names = list(self._providers) if self._providers is not None else list(self._settings.enabled_providers())
+        states = await self._health.states(names)
+        prices = await self._typical_prices()
+        now = self._clock()
         statuses = []
-        for name in self._settings.enabled_providers():
-            row = health.get(name)
+        for name in names:
+            breaker = states[name]
+            state = breaker.state
+            if state == "open" and (breaker.open_until is None or breaker.open_until <= now):
+                state = "half_open"  # its pause is over: the next job is the recovery probe
             statuses.append(
                 ProviderStatus(
                     name=name,
-                    state=row.state if row else "closed",
-                    open_until=row.open_until if row else None,
-                    disabled_reason=row.disabled_reason if row else None,
+                    state=state,
+                    open_until=breaker.open_until if state == "open" else None,
+                    disabled_reason=breaker.reason,
                     paid=name != "local",
+                    price_micros=prices.get(name),
                 )
             )
         return AboutInfo(version=__version__, providers=tuple(statuses))

@@ -1,8 +1,9 @@
 """Budget counters and the money ledger. SQL only; callers own the transaction.
 
-Every function here takes the connection of an open `Database.transaction()` so that a hold is
-recorded together with the job it belongs to, and a settlement together with the job's state
-change: all or nothing. Amounts are integer micro-USD.
+Every function here that writes takes the connection of an open `Database.transaction()` so that
+a hold is recorded together with the job it belongs to, and a settlement together with the job's
+state change: all or nothing. Read models for display take the `Database` (its reader sees only
+committed data). Amounts are integer micro-USD.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import aiosqlite
+
+from bot.db import Database
 
 GLOBAL, GUILD, MEMBER = "global", "guild", "member"
 
@@ -204,3 +207,176 @@ async def audit(conn: aiosqlite.Connection) -> list[Drift]:
     async with conn.execute(sql) as cursor:
         rows = await cursor.fetchall()
     return [Drift(*(r[i] for i in range(7))) for r in rows]
+
+
+# --- additions for the budget service (issue 5): limits, free holds, overruns, read models ---------
+
+
+async def guild_limits(conn: aiosqlite.Connection, guild_id: int) -> tuple[int | None, int | None]:
+    """(monthly, member daily) limits as committed now, read inside the caller's transaction."""
+    async with conn.execute(
+        "SELECT monthly_limit_micros, member_daily_limit_micros FROM guild_settings WHERE guild_id = ?",
+        (guild_id,),
+    ) as cursor:
+        row = await cursor.fetchone()
+    return (None, None) if row is None else (row[0], row[1])
+
+
+async def sync_limits(conn: aiosqlite.Connection, scopes: tuple[Scope, ...]) -> None:
+    """Create the rows of these periods, or bring their limits to the current settings."""
+    await conn.executemany(
+        "INSERT INTO budget_counters (scope, scope_id, period_key, limit_micros) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (scope, scope_id, period_key) DO UPDATE SET limit_micros = excluded.limit_micros"
+        " WHERE limit_micros IS NOT excluded.limit_micros",
+        [(*s.key, s.limit_micros) for s in scopes],
+    )
+
+
+async def hold_free(conn: aiosqlite.Connection, job_id: int, scopes: tuple[Scope, ...], now: float) -> None:
+    """A zero hold for a free job: the rows exist so its (zero) spend is tracked, and no cap,
+    even one lowered below what is already spent, refuses a job that costs nothing."""
+    await _ensure_rows(conn, scopes)
+    await conn.execute(
+        "INSERT INTO ledger (job_id, kind, amount_micros, created_at) VALUES (?, 'hold', 0, ?)",
+        (job_id, now),
+    )
+
+
+async def record_overrun(
+    conn: aiosqlite.Connection, job_id: int, scopes: tuple[Scope, ...], amount: int, now: float, reason: str = ""
+) -> None:
+    """The provider billed more than was held: kept apart from `spent` so no cap check changes
+    retroactively, but on the ledger and on every counter so the operator sees it."""
+    try:
+        await conn.execute(
+            "INSERT INTO ledger (job_id, kind, amount_micros, reason, created_at) VALUES (?, 'overrun', ?, ?, ?)",
+            (job_id, amount, reason, now),
+        )
+    except aiosqlite.IntegrityError as exc:
+        raise AlreadySettled(f"job {job_id} already has an overrun") from exc
+    placeholders = ", ".join("(?, ?, ?)" for _ in scopes)
+    params: list[object] = [amount]
+    for s in scopes:
+        params.extend(s.key)
+    await conn.execute(
+        "UPDATE budget_counters SET overrun_micros = overrun_micros + ?"
+        f" WHERE (scope, scope_id, period_key) IN (VALUES {placeholders})",
+        params,
+    )
+
+
+@dataclass(frozen=True)
+class JobMoney:
+    """What settlement needs from a job: who, which periods, and what the ledger holds for it."""
+
+    job_id: int
+    guild_id: int
+    user_id: int
+    global_period: str
+    guild_period: str
+    member_period: str
+    estimate_micros: int
+    held_micros: int | None  # the ledger's hold row; None: never held
+
+
+async def job_money(conn: aiosqlite.Connection, job_id: int) -> JobMoney | None:
+    async with conn.execute(
+        "SELECT j.id, j.guild_id, j.user_id, j.global_period, j.guild_period, j.member_period, j.estimate_micros,"
+        " (SELECT amount_micros FROM ledger WHERE job_id = j.id AND kind = 'hold')"
+        " FROM jobs j WHERE j.id = ?",
+        (job_id,),
+    ) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else JobMoney(*(row[i] for i in range(8)))
+
+
+def _member_range(guild_id: int) -> tuple[str, str]:
+    """Bounds of the member scope ids `guild:user` of one guild (';' sorts right after ':'), so the
+    primary key index serves the lookup, which LIKE would not."""
+    return f"{guild_id}:", f"{guild_id};"
+
+
+async def set_current_limits(
+    conn: aiosqlite.Connection,
+    guild_id: int,
+    guild_month: str,
+    member_day: str,
+    *,
+    monthly: int | None,
+    member_daily: int | None,
+) -> None:
+    """Apply new limits to the rows of the current period that already exist (others copy the
+    limit when created). Spent and held are untouched: a limit below them blocks new holds only."""
+    await conn.execute(
+        "UPDATE budget_counters SET limit_micros = ? WHERE scope = 'guild' AND scope_id = ? AND period_key = ?",
+        (monthly, str(guild_id), guild_month),
+    )
+    await conn.execute(
+        "UPDATE budget_counters SET limit_micros = ?"
+        " WHERE scope = 'member' AND scope_id > ? AND scope_id < ? AND period_key = ?",
+        (member_daily, *_member_range(guild_id), member_day),
+    )
+
+
+async def read_counters(db: Database, scopes: tuple[Scope, ...]) -> dict[tuple[str, str, str], Counter]:
+    """Committed counters of these scopes (from the reader connection); absent rows are missing."""
+    if not scopes:
+        return {}
+    placeholders = ", ".join("(?, ?, ?)" for _ in scopes)
+    params: list[object] = []
+    for s in scopes:
+        params.extend(s.key)
+    rows = await db.fetchall(
+        "SELECT scope, scope_id, period_key, limit_micros, held_micros, spent_micros FROM budget_counters"
+        f" WHERE (scope, scope_id, period_key) IN (VALUES {placeholders})",
+        params,
+    )
+    return {(r[0], r[1], r[2]): Counter(r[3], int(r[4]), int(r[5])) for r in rows}
+
+
+@dataclass(frozen=True)
+class SpenderRow:
+    user_id: int
+    spent_micros: int
+    held_micros: int
+
+
+async def top_spenders(db: Database, guild_id: int, month: str, limit: int = 5) -> list[SpenderRow]:
+    """Members of a guild by money spent (then held) over the day rows of `month` (guild time)."""
+    rows = await db.fetchall(
+        "SELECT scope_id, SUM(spent_micros) AS spent, SUM(held_micros) AS held FROM budget_counters"
+        " WHERE scope = 'member' AND scope_id > ? AND scope_id < ? AND period_key LIKE ?"
+        " GROUP BY scope_id HAVING spent + held > 0 ORDER BY spent DESC, held DESC, scope_id LIMIT ?",
+        (*_member_range(guild_id), f"{month}-%", limit),
+    )
+    return [SpenderRow(int(r[0].split(":", 1)[1]), int(r[1]), int(r[2])) for r in rows]
+
+
+@dataclass(frozen=True)
+class JobLine:
+    """One job as /jobs shows it, with its money as the ledger records it."""
+
+    id: int
+    user_id: int
+    state: str
+    prompt: str
+    provider: str | None
+    estimate_micros: int
+    captured_micros: int | None  # None: not settled yet
+    error_code: str | None
+    created_at: float
+    updated_at: float
+
+
+async def recent_jobs(db: Database, guild_id: int, user_id: int, limit: int = 10) -> list[JobLine]:
+    rows = await db.fetchall(
+        "SELECT j.id, j.user_id, j.state, j.prompt, j.provider, j.estimate_micros,"
+        " CASE WHEN EXISTS (SELECT 1 FROM ledger WHERE job_id = j.id AND kind = 'release')"
+        "      THEN COALESCE((SELECT amount_micros FROM ledger WHERE job_id = j.id AND kind = 'capture'), 0)"
+        "           + COALESCE((SELECT amount_micros FROM ledger WHERE job_id = j.id AND kind = 'overrun'), 0)"
+        " END,"
+        " j.error_code, j.created_at, j.updated_at"
+        " FROM jobs j WHERE j.guild_id = ? AND j.user_id = ? ORDER BY j.created_at DESC, j.id DESC LIMIT ?",
+        (guild_id, user_id, limit),
+    )
+    return [JobLine(*(r[i] for i in range(10))) for r in rows]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import ROUND_CEILING, Decimal
 
 import discord
 
@@ -12,16 +13,39 @@ from bot.services.about import AboutInfo, ProviderStatus
 BRAND_COLOUR = discord.Colour(0x5865F2)
 
 
-def _provider_line(status: ProviderStatus, locale: str) -> str:
+def usd(micros: int) -> str:
+    """`$0.80`, or `$0.672` when cents would hide part of it (rounded up: never understate a price)."""
+    value = Decimal(micros) / 1_000_000
+    places = Decimal("0.01") if micros % 10_000 == 0 else Decimal("0.001")
+    return f"${value.quantize(places, rounding=ROUND_CEILING)}"
+
+
+def _state(status: ProviderStatus, locale: str) -> str:
+    if status.state == "open" and status.open_until is not None:
+        when = _dt(status.open_until)
+        return t(
+            "about.state.open",
+            locale,
+            until=discord.utils.format_dt(when, "t"),
+            when=discord.utils.format_dt(when, "R"),
+        )
+    if status.state == "disabled":
+        return t("about.state.disabled", locale, reason=status.disabled_reason or "?")
+    return t(f"about.state.{status.state}", locale)
+
+
+def _price(status: ProviderStatus, locale: str) -> str:
     if not status.paid:
-        state = t("about.provider_free", locale)
-    elif status.state == "open" and status.open_until is not None:
-        state = t("about.state.open", locale, when=discord.utils.format_dt(_dt(status.open_until), "R"))
-    elif status.state == "disabled":
-        state = t("about.state.disabled", locale, reason=status.disabled_reason or "?")
-    else:
-        state = t(f"about.state.{status.state}", locale)
-    return t("about.provider_line", locale, name=status.name, state=state)
+        return t("about.provider_free", locale)
+    if status.price_micros is None:
+        return t("about.price_unknown", locale)
+    return t("about.price", locale, amount=usd(status.price_micros))
+
+
+def _provider_line(status: ProviderStatus, locale: str) -> str:
+    return t(
+        "about.provider_line", locale, name=status.name, state=_state(status, locale), price=_price(status, locale)
+    )
 
 
 def _dt(ts: float) -> datetime:
@@ -40,4 +64,6 @@ def about_embed(info: AboutInfo, locale: str) -> discord.Embed:
         inline=False,
     )
     embed.add_field(name=t("about.help", locale), value=t("about.help_value", locale), inline=False)
+    if any(p.paid for p in info.providers):
+        embed.set_footer(text=t("about.price_note", locale, seconds=info.typical_seconds))
     return embed

@@ -1,0 +1,154 @@
+"""The refusals of the character service, each a message id in bot/locales/*/characters.json.
+
+Messages are rendered by the tree's error handler (`t(key, locale, **params)`). UnknownCharacters
+carries one line per name; those lines are rendered lazily (bot.i18n pulls in discord.py, which
+services do not import at module level).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bot.errors import UserFacingError
+from bot.services.character_text import shown
+
+
+class InvalidCharacterName(UserFacingError):
+    def __init__(self, reason: str, detail: str, name: str) -> None:
+        super().__init__(f"characters.name.{reason}", name=shown(name), detail=detail)
+        self.reason = reason
+
+
+class NameTaken(UserFacingError):
+    def __init__(self, name: str, suggestion: str | None) -> None:
+        if suggestion:
+            super().__init__("characters.name_taken", name=shown(name), suggestion=suggestion)
+        else:
+            super().__init__("characters.name_taken_no_suggestion", name=shown(name))
+        self.suggestion = suggestion
+
+
+class UploadRefused(UserFacingError):
+    """The attachment is refused from its metadata or while downloading; nothing was stored."""
+
+
+class ClipRefused(UserFacingError):
+    """The downloaded clip is not usable (media.ClipRejected); nothing was stored."""
+
+    def __init__(self, problem: str, detail: str) -> None:
+        super().__init__(f"characters.clip.{problem}", detail=detail)
+        self.problem = problem
+
+
+class CharacterNotFound(UserFacingError):
+    def __init__(self, name: str, suggestions: Sequence[str] = ()) -> None:
+        if suggestions:
+            listed = ", ".join(f"`@{s}`" for s in suggestions)
+            super().__init__("characters.not_found_suggest", name=shown(name), suggestions=listed)
+        else:
+            super().__init__("characters.not_found", name=shown(name))
+
+
+class NotOwner(UserFacingError):
+    def __init__(self, name: str) -> None:
+        super().__init__("characters.not_owner", name=name)
+
+
+class CannotDelete(UserFacingError):
+    def __init__(self, name: str) -> None:
+        super().__init__("characters.cannot_delete", name=name)
+
+
+class CannotDeleteImport(UserFacingError):
+    def __init__(self, name: str) -> None:
+        super().__init__("characters.cannot_delete_import", name=name)
+
+
+class ShareImport(UserFacingError):
+    def __init__(self, name: str) -> None:
+        super().__init__("characters.share.import", name=name)
+
+
+class UnknownShareCode(UserFacingError):
+    def __init__(self, code: str) -> None:
+        super().__init__("characters.import.unknown_code", code=shown(code, 20))
+
+
+class ImportFromSameGuild(UserFacingError):
+    def __init__(self, name: str) -> None:
+        super().__init__("characters.import.same_guild", name=name)
+
+
+class AlreadyImported(UserFacingError):
+    def __init__(self, alias: str) -> None:
+        super().__init__("characters.import.already", name=alias)
+
+
+class JobNotFound(UserFacingError):
+    def __init__(self) -> None:
+        super().__init__("characters.extract.no_job")
+
+
+class BadChoice(UserFacingError):
+    def __init__(self, option: str, value: str) -> None:
+        super().__init__("characters.bad_choice", option=option, value=shown(value, 20))
+
+
+class Unusable(enum.StrEnum):
+    UNKNOWN = "unknown"  # no such name in this server (close matches offered)
+    PRIVATE = "private"  # someone else's private character
+    REVOKED = "revoked"  # an import whose owner stopped sharing it publicly
+    DELETED = "deleted"  # deleted by its owner or a moderator (here or, for imports, at home)
+
+
+@dataclass(frozen=True)
+class UnusableName:
+    key: str  # the name_key as mentioned
+    reason: Unusable
+    suggestions: tuple[str, ...] = ()
+
+    def line(self, locale: str | None) -> str:
+        from bot.i18n import t  # lazily: see the module docstring
+
+        name = shown(self.key)
+        if self.reason is Unusable.UNKNOWN and self.suggestions:
+            listed = ", ".join(f"`@{s}`" for s in self.suggestions)
+            return t("characters.unusable.unknown_suggest", locale, name=name, suggestions=listed)
+        return t(f"characters.unusable.{self.reason}", locale, name=name)
+
+
+class UnknownCharacters(UserFacingError):
+    """Some @names of a prompt cannot be used; `problems` says why for each, in prompt order.
+
+    The tree renders `key` with `lines` (English); `message(locale)` renders every line in the
+    member's language, for callers that can pass the locale.
+    """
+
+    def __init__(self, problems: Sequence[UnusableName]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("characters.unusable", lines=_Lines(self.problems, None))
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(p.key for p in self.problems)
+
+    def message(self, locale: str | None) -> str:
+        from bot.i18n import t
+
+        return t(self.key, locale, lines=_Lines(self.problems, locale))
+
+
+class _Lines:
+    """One bullet per unusable name, rendered when the message is formatted."""
+
+    def __init__(self, problems: Sequence[UnusableName], locale: str | None) -> None:
+        self._problems = problems
+        self._locale = locale
+
+    def __str__(self) -> str:
+        return "\n".join(f"• {p.line(self._locale)}" for p in self._problems)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)

@@ -1,0 +1,385 @@
+"""/generate: admission (one transaction), then submission through the outbox with safe fallback.
+
+Money rules (DESIGN §6): the worst-case cost of the whole provider chain is held before anything
+is sent; an attempt row is committed before each provider call, so after a crash we know a request
+*may* have gone out and never send it again; only provably-unsent or definitively-refused outcomes
+fall back to the next provider, and only when the guild opted in.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bot.db import Database
+from bot.errors import GuildOnly, UserFacingError
+from bot.faults import crash_point
+from bot.prompts import distinct_keys, find_mentions
+from bot.providers.base import (
+    Ambiguous,
+    CharacterRef,
+    GenerationRequest,
+    NotSent,
+    Orientation,
+    ProviderError,
+    Quality,
+    RateLimited,
+    Rejected,
+    RejectReason,
+    VideoProvider,
+)
+from bot.providers.router import RouteNeeds, chain_hold, fallback_allowed, route
+from bot.services.actors import Actor
+from bot.services.budget import BudgetService
+from bot.services.characters import CharacterService, UsableCharacter
+from bot.services.guilds import GuildService
+from bot.services.health import HealthService
+from bot.services.job_request import characters_of, request_of
+from bot.store import jobs as store
+from bot.store.jobs import JobRow, NewJob
+
+log = logging.getLogger(__name__)
+
+MAX_PROMPT_CHARS = 1500
+DEFAULT_SECONDS = 8
+MIN_SECONDS, MAX_SECONDS = 2, 20
+JOB_DEADLINE_SECONDS = 6 * 3600  # past this a job is "expired": polled slowly, hold kept
+RATE_LIMIT_RETRIES = 3
+MAX_RETRY_AFTER = 60.0
+
+
+class PromptProblem(UserFacingError):
+    pass
+
+
+@dataclass(frozen=True)
+class GenerateCommand:
+    actor: Actor
+    interaction_id: int | None
+    channel_id: int
+    locale: str | None
+    prompt: str
+    seconds: int | None = None
+    orientation: str | None = None
+    quality: str | None = None
+    provider: str | None = None
+
+
+@dataclass(frozen=True)
+class Admitted:
+    job: JobRow
+    characters: tuple[UsableCharacter, ...]
+    duplicate: bool  # the same interaction was admitted before: nothing new was held
+
+
+class GenerationService:
+    def __init__(
+        self,
+        db: Database,
+        providers: Mapping[str, VideoProvider],
+        guilds: GuildService,
+        characters: CharacterService,
+        budget: BudgetService,
+        health: HealthService,
+        *,
+        clock: Callable[[], float] = time.time,
+        poll_min_seconds: float = 2.0,
+    ) -> None:
+        self._db = db
+        self._providers = providers
+        self._guilds = guilds
+        self._characters = characters
+        self._budget = budget
+        self._health = health
+        self._clock = clock
+        self._poll_min = poll_min_seconds
+
+    # --- admission ---------------------------------------------------------------------------
+
+    async def admit(self, cmd: GenerateCommand) -> Admitted:
+        actor = cmd.actor
+        if actor.guild_id is None:
+            raise GuildOnly()
+        prompt = cmd.prompt.strip()
+        if not prompt:
+            raise PromptProblem("generate.prompt_empty")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise PromptProblem("generate.prompt_too_long", length=len(prompt), limit=MAX_PROMPT_CHARS)
+        seconds = cmd.seconds if cmd.seconds is not None else DEFAULT_SECONDS
+        if not MIN_SECONDS <= seconds <= MAX_SECONDS:
+            raise PromptProblem("generate.bad_seconds", low=MIN_SECONDS, high=MAX_SECONDS)
+        try:
+            orientation = Orientation(cmd.orientation or Orientation.LANDSCAPE)
+            quality = Quality(cmd.quality or Quality.STANDARD)
+        except ValueError as exc:
+            raise PromptProblem("generate.bad_option") from exc
+
+        keys = distinct_keys(find_mentions(prompt))
+        characters = tuple(await self._characters.resolve_for_generation(actor, keys)) if keys else ()
+        settings = await self._guilds.get(actor.guild_id)
+        refs = tuple(CharacterRef(key=c.key, asset=c.asset) for c in characters)
+        probe = GenerationRequest(prompt, seconds, orientation, quality, refs)
+        refused = frozenset(p for c in characters for p in c.refused)
+        needs = RouteNeeds(seconds, orientation, quality, len(characters), refused)
+        states = await self._health.states()
+        candidates = route(needs, self._providers, settings, states, cmd.provider, request=probe)
+        chain = candidates if settings.fallback and cmd.provider is None else candidates[:1]
+        hold = chain_hold(chain, settings.fallback)
+        paid = any(c.provider.capabilities.paid for c in chain)
+        now = self._clock()
+        plan = await self._budget.plan(actor.guild_id, actor.user_id, paid=paid, now=now)
+        request_json: dict[str, Any] = {
+            "seconds": seconds,
+            "orientation": orientation.value,
+            "quality": quality.value,
+            "characters": [{"id": c.character_id, "key": c.key, "name": c.name} for c in characters],
+            "requested_provider": cmd.provider,
+        }
+        async with self._db.transaction() as conn:
+            if cmd.interaction_id is not None:
+                existing = await store.by_interaction(conn, cmd.interaction_id)
+                if existing is not None:
+                    return Admitted(existing, characters, duplicate=True)
+            await self._budget.check_activity(conn, actor.guild_id, actor.user_id, settings)
+            job_id = await store.insert(
+                conn,
+                NewJob(
+                    interaction_id=cmd.interaction_id,
+                    guild_id=actor.guild_id,
+                    channel_id=cmd.channel_id,
+                    user_id=actor.user_id,
+                    locale=cmd.locale,
+                    prompt=prompt,
+                    request=request_json,
+                    providers=tuple(c.name for c in chain),
+                    estimate_micros=hold,
+                    global_period=plan.periods.global_month,
+                    guild_period=plan.periods.guild_month,
+                    member_period=plan.periods.member_day,
+                    deadline_at=now + JOB_DEADLINE_SECONDS,
+                ),
+                now,
+            )
+            await self._budget.hold(conn, job_id, plan, hold, now)
+            job = await store.get(conn, job_id)
+        assert job is not None
+        crash_point("after_hold")
+        if characters:
+            await self._characters.record_use([c.character_id for c in characters])
+        log.info("job %d admitted: guild=%s provider chain=%s hold=%d", job.id, job.guild_id, job.providers, hold)
+        return Admitted(job, characters, duplicate=False)
+
+    async def set_status_message(self, job_id: int, message_id: int) -> None:
+        async with self._db.transaction() as conn:
+            await store.update_fields(conn, job_id, self._clock(), status_message_id=message_id)
+
+    # --- submission --------------------------------------------------------------------------
+
+    async def dispatch(self, job_id: int) -> JobRow:
+        """Send a held job to its provider chain, one attempt at a time; returns the job after."""
+        job = await store.get(self._db, job_id)
+        assert job is not None
+        if job.state != "held":
+            return job
+        characters = await characters_of(self._characters, job)
+        chain = list(job.providers)
+        start = chain.index(job.provider) if job.provider in chain else 0
+        last_error: ProviderError | None = None
+        for index in range(start, len(chain)):
+            name = chain[index]
+            has_next = index + 1 < len(chain)
+            provider = self._providers.get(name)
+            if provider is None:
+                last_error = Rejected(name, "this provider is no longer configured", reason=RejectReason.UNSUPPORTED)
+                continue
+            if not await self._health.allow(name):
+                last_error = Rejected(
+                    name, "paused after repeated failures", code="breaker_open", reason=RejectReason.UNSUPPORTED
+                )
+                continue
+            try:
+                refs = await self._refs_for(characters, provider)
+            except ProviderError as exc:
+                await self._health.record(name, ok=False, error=exc, phase="submit")
+                last_error = exc
+                if fallback_allowed(exc) and has_next:
+                    continue
+                break
+            outcome = await self._attempt(job, provider, refs, has_next)
+            if outcome is None:  # accepted, ambiguous, or handled (e.g. rate limited, retried later)
+                fresh = await store.get(self._db, job_id)
+                assert fresh is not None
+                return fresh
+            last_error = outcome
+            if not (fallback_allowed(outcome) and has_next):
+                break
+        assert last_error is not None
+        return await self._give_up(job_id, last_error)
+
+    async def _refs_for(self, characters: Sequence[UsableCharacter], provider: VideoProvider) -> list[CharacterRef]:
+        """Registers characters lazily on `provider` (ensure_handle remembers real refusals)."""
+        refs = []
+        for character in characters:
+            handle = None
+            if provider.capabilities.needs_handle:
+                handle = await self._characters.ensure_handle(character, provider)
+            refs.append(CharacterRef(key=character.key, asset=character.asset, handle=handle))
+        return refs
+
+    async def _attempt(
+        self, job: JobRow, provider: VideoProvider, refs: Sequence[CharacterRef], has_next: bool
+    ) -> ProviderError | None:
+        """One submission. Returns the error when the caller should fall back or give up."""
+        now = self._clock()
+        async with self._db.transaction() as conn:
+            if not await store.transition(conn, job.id, ("held",), "submitting", now, provider=provider.name):
+                return None  # someone else (cancel, another dispatcher) got there first
+            client_ref = await store.start_attempt(conn, job.id, provider.name, now)
+        crash_point("after_attempt")
+        request = request_of(job, refs, client_ref)
+        try:
+            result = await provider.submit(request)
+        except Ambiguous as exc:
+            await self._health.record(provider.name, ok=False, error=exc, phase="submit")
+            async with self._db.transaction() as conn:
+                await store.finish_attempt(
+                    conn, client_ref, "ambiguous", self._clock(), error_class="Ambiguous", error=exc.message
+                )
+                await store.transition(
+                    conn,
+                    job.id,
+                    ("submitting",),
+                    "ambiguous",
+                    self._clock(),
+                    error=exc.message,
+                    error_code=exc.code,
+                    next_poll_at=self._clock() + self._poll_min,
+                )
+            log.warning("job %d: submission to %s is ambiguous (%s); reconciling", job.id, provider.name, exc.code)
+            return None
+        except ProviderError as exc:
+            await self._health.record(provider.name, ok=False, error=exc, phase="submit")
+            state = "not_sent" if isinstance(exc, NotSent) else "rejected"
+            retry = isinstance(exc, RateLimited) and await self._attempts_on(job.id, provider.name) < RATE_LIMIT_RETRIES
+            async with self._db.transaction() as conn:
+                await store.finish_attempt(
+                    conn, client_ref, state, self._clock(), error_class=type(exc).__name__, error=exc.message
+                )
+                # back to held: nothing is in flight for this job any more
+                wait = min(exc.retry_after or self._poll_min, MAX_RETRY_AFTER)
+                await store.transition(
+                    conn,
+                    job.id,
+                    ("submitting",),
+                    "held",
+                    self._clock(),
+                    next_poll_at=self._clock() + wait if retry else None,
+                )
+            if retry:
+                log.info("job %d: %s rate limited; retrying in %.1fs", job.id, provider.name, wait)
+                return None
+            return exc
+        await self._health.record(provider.name, ok=True, error=None, phase="submit")
+        snapshot = result.snapshot
+        poll_after = max(self._poll_min, snapshot.poll_after or 0.0)
+        async with self._db.transaction() as conn:
+            await store.finish_attempt(conn, client_ref, "accepted", self._clock(), external_id=result.external_id)
+            await store.transition(
+                conn,
+                job.id,
+                ("submitting",),
+                "queued" if snapshot.status == "queued" else "running",
+                self._clock(),
+                external_id=result.external_id,
+                progress=snapshot.progress,
+                next_poll_at=self._clock() + poll_after,
+            )
+        crash_point("after_accepted")
+        log.info("job %d accepted by %s as %s", job.id, provider.name, result.external_id)
+        return None
+
+    async def _attempts_on(self, job_id: int, provider: str) -> int:
+        return sum(1 for a in await store.attempts_for(self._db, job_id) if a["provider"] == provider)
+
+    async def _give_up(self, job_id: int, error: ProviderError) -> JobRow:
+        moderation = isinstance(error, Rejected) and error.reason == RejectReason.MODERATION
+        state = "rejected" if isinstance(error, Rejected) else "failed"
+        now = self._clock()
+        async with self._db.transaction() as conn:
+            if await store.transition(
+                conn,
+                job_id,
+                ("held",),
+                state,
+                now,
+                error=error.message,
+                error_code="moderation" if moderation else error.code,
+            ):
+                await self._budget.release(conn, job_id, now, reason=f"{error.provider}: {error.message}"[:200])
+        job = await store.get(self._db, job_id)
+        assert job is not None
+        log.info("job %d %s: %s", job_id, job.state, error)
+        return job
+
+    # --- restart ----------------------------------------------------------------------------
+
+    async def recover(self) -> dict[str, int]:
+        """Run before commands are accepted: settle what a crash left half-done.
+
+        held jobs are dispatched by the loop as usual; a job caught mid-submission becomes
+        ambiguous (reconciled, never resubmitted); queued/running are polled; succeeded but
+        unposted are delivered. Returns the open jobs by state, for the log.
+        """
+        async with self._db.transaction() as conn:
+            interrupted = await store.mark_in_flight_ambiguous(conn, self._clock())
+        for job_id in interrupted:
+            log.warning("job %d was being submitted when the bot stopped; reconciling, not resending", job_id)
+        counts = await store.count_by_state(self._db)
+        return {state: n for state, n in counts.items() if state in store.OPEN}
+
+    async def held_due(self) -> list[JobRow]:
+        return await store.due(self._db, self._clock(), ("held",))
+
+    async def next_due_at(self) -> float | None:
+        """When the loop next has something to do (dispatch, poll or post)."""
+        return await store.next_due_at(self._db, (*store.OPEN, "rejected", "failed"), unnotified_only=True)
+
+    async def job_row(self, job_id: int) -> JobRow:
+        job = await store.get(self._db, job_id)
+        assert job is not None
+        return job
+
+    async def job(self, actor: Actor, job_id: int) -> JobRow:
+        """A job of the actor's guild (buttons carry job ids; never trust them across guilds)."""
+        job = await store.get(self._db, job_id)
+        if job is None or job.guild_id != actor.guild_id:
+            raise UserFacingError("generate.no_such_job", job=job_id)
+        return job
+
+    # --- cancel ------------------------------------------------------------------------------
+
+    async def cancel(self, actor: Actor, job_id: int) -> JobRow:
+        """Cancel before the provider accepted the job (nothing billed): the hold is released.
+        Once a provider has it, our providers cannot stop a render, so we say so instead."""
+        job = await store.get(self._db, job_id)
+        if job is None or job.guild_id != actor.guild_id:
+            raise UserFacingError("generate.no_such_job", job=job_id)
+        if job.user_id != actor.user_id and not await self._guilds.is_moderator(actor):
+            raise UserFacingError("generate.not_your_job", job=job_id)
+        now = self._clock()
+        async with self._db.transaction() as conn:
+            if await store.transition(conn, job_id, ("held",), "canceled", now, error="canceled"):
+                await self._budget.release(conn, job_id, now, reason="canceled by member")
+                canceled = True
+            else:
+                canceled = False
+        fresh = await store.get(self._db, job_id)
+        assert fresh is not None
+        if not canceled:
+            if fresh.state in ("submitting", "queued", "running", "ambiguous"):
+                raise UserFacingError("generate.cannot_cancel_running", job=job_id, provider=fresh.provider or "?")
+            raise UserFacingError("generate.already_finished", job=job_id)
+        return fresh

@@ -1,0 +1,310 @@
+"""The tracking side of the loop: poll providers, reconcile ambiguous submits, download and settle.
+
+One pass (`poll_once`) looks only at jobs whose `next_poll_at` is due, groups them by provider
+(batched status calls where the provider allows), and schedules each job's next look from the
+provider's hint, clamped to POLL_MIN/POLL_MAX — there are no per-job sleeps. Any failure is
+contained to its job or provider: the pass always completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bot.db import Database
+from bot.faults import crash_point
+from bot.media import sha256_file
+from bot.providers.base import (
+    CharacterRef,
+    JobSnapshot,
+    JobStatus,
+    ProviderError,
+    Rejected,
+    RejectReason,
+    VideoProvider,
+)
+from bot.services.budget import BudgetService
+from bot.services.characters import CharacterService
+from bot.services.health import HealthService
+from bot.services.job_request import characters_of, request_of
+from bot.store import jobs as store
+from bot.store.jobs import JobRow
+
+log = logging.getLogger(__name__)
+
+POLLED = ("queued", "running", "ambiguous", "expired")
+BATCH = 50
+MAX_MISSING_POLLS = 5  # the provider keeps saying it does not know the job
+RELEASE_AFTER_EXPIRY = 24 * 3600  # an expired job's hold is kept this long in case it still bills
+MAX_VIDEO_BYTES = 512 * 1024 * 1024
+
+
+@dataclass
+class PollReport:
+    polled: int = 0
+    succeeded: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    errors: int = 0
+
+
+class Tracker:
+    def __init__(
+        self,
+        db: Database,
+        providers: Mapping[str, VideoProvider],
+        characters: CharacterService,
+        budget: BudgetService,
+        health: HealthService,
+        videos_dir: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        poll_min: float = 2.0,
+        poll_max: float = 30.0,
+        per_provider_concurrency: int = 4,
+    ) -> None:
+        self._db = db
+        self._providers = providers
+        self._characters = characters
+        self._budget = budget
+        self._health = health
+        self._videos = videos_dir
+        self._clock = clock
+        self._poll_min = poll_min
+        self._poll_max = max(poll_max, poll_min)
+        self._limits: defaultdict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(per_provider_concurrency)
+        )
+
+    def _interval(self, job: JobRow, hint: float | None) -> float:
+        """Provider hints win inside [min, max]; without one, back off as the job ages."""
+        if hint is not None:
+            return min(self._poll_max, max(self._poll_min, hint))
+        age = max(0.0, self._clock() - job.created_at)
+        return min(self._poll_max, max(self._poll_min, age * 0.1))
+
+    async def poll_once(self) -> PollReport:
+        report = PollReport()
+        due = await store.due(self._db, self._clock(), POLLED)
+        groups: dict[str, list[JobRow]] = defaultdict(list)
+        for job in due:
+            groups[job.provider or ""].append(job)
+        await asyncio.gather(*(self._poll_provider(name, jobs, report) for name, jobs in groups.items()))
+        return report
+
+    async def _poll_provider(self, name: str, jobs: list[JobRow], report: PollReport) -> None:
+        provider = self._providers.get(name)
+        if provider is None:
+            for job in jobs:
+                await self._guarded(job, report, self._missing(job, "provider no longer configured"))
+            return
+        tracked = [j for j in jobs if j.state != "ambiguous" and j.external_id]
+        for job in (j for j in jobs if j.state == "ambiguous"):
+            await self._guarded(job, report, self._reconcile(provider, job))
+        size = BATCH if provider.capabilities.batch_status else 1
+        chunks = [tracked[i : i + size] for i in range(0, len(tracked), size)]
+        await asyncio.gather(*(self._poll_chunk(provider, chunk, report) for chunk in chunks))
+
+    async def _poll_chunk(self, provider: VideoProvider, jobs: list[JobRow], report: PollReport) -> None:
+        async with self._limits[provider.name]:
+            try:
+                snapshots = await provider.status([j.external_id for j in jobs if j.external_id])
+            except ProviderError as exc:
+                await self._health.record(provider.name, ok=False, error=exc, phase="poll")
+                for job in jobs:
+                    await self._guarded(job, report, self._backoff(job, exc.retry_after))
+                return
+            except Exception:
+                log.exception("status call to %s failed unexpectedly", provider.name)
+                for job in jobs:
+                    await self._guarded(job, report, self._backoff(job, None))
+                return
+        for job in jobs:
+            report.polled += 1
+            snapshot = snapshots.get(job.external_id or "")
+            await self._guarded(job, report, self._apply(provider, job, snapshot, report))
+
+    async def _guarded(self, job: JobRow, report: PollReport, work: object) -> None:
+        """Run one job's step; an exception is logged and the job is simply looked at later."""
+        assert asyncio.iscoroutine(work)
+        try:
+            await work
+        except Exception:
+            report.errors += 1
+            log.exception("tracking job %d failed; will retry", job.id)
+            try:
+                await self._backoff(job, None)
+            except Exception:
+                log.exception("could not reschedule job %d", job.id)
+
+    async def _backoff(self, job: JobRow, hint: float | None) -> None:
+        async with self._db.transaction() as conn:
+            await store.update_fields(
+                conn, job.id, self._clock(), next_poll_at=self._clock() + self._interval(job, hint)
+            )
+
+    async def _apply(
+        self, provider: VideoProvider, job: JobRow, snapshot: JobSnapshot | None, report: PollReport
+    ) -> None:
+        now = self._clock()
+        if snapshot is None:
+            await self._missing(job, "the provider does not know this job")
+            return
+        if snapshot.status.terminal:
+            ok = snapshot.status == JobStatus.SUCCEEDED or _users_fault(snapshot)
+            await self._health.record(provider.name, ok=ok, error=None if ok else snapshot.error, phase="outcome")
+        if snapshot.status == JobStatus.SUCCEEDED:
+            if await self._finish_success(provider, job, snapshot):
+                report.succeeded.append(job.id)
+            return
+        if snapshot.status == JobStatus.FAILED:
+            error = snapshot.error or Rejected(provider.name, "the provider reported a failure")
+            await self._finish_failure(job, error)
+            report.failed.append(job.id)
+            return
+        if job.deadline_at is not None and now > job.deadline_at:
+            await self._expire(job)
+            return
+        state = "queued" if snapshot.status == JobStatus.QUEUED else "running"
+        async with self._db.transaction() as conn:
+            if job.state in ("queued", "running") and state != job.state:
+                await store.transition(conn, job.id, (job.state,), state, now)
+            await store.update_fields(
+                conn,
+                job.id,
+                now,
+                progress=snapshot.progress,
+                poll_failures=0,
+                next_poll_at=now + self._interval(job, snapshot.poll_after),
+            )
+
+    async def _finish_success(self, provider: VideoProvider, job: JobRow, snapshot: JobSnapshot) -> bool:
+        self._videos.mkdir(parents=True, exist_ok=True)
+        dest = self._videos / f"job-{job.id}.mp4"
+        try:
+            result = await provider.download(snapshot, dest, MAX_VIDEO_BYTES)
+        except Rejected as exc:
+            # Made and billed, but we cannot fetch it: capture, and tell the member plainly.
+            await self._settle(job, "failed", provider.actual_cost(request_of(job), snapshot), error=exc)
+            return False
+        except ProviderError as exc:
+            await self._backoff(job, exc.retry_after)
+            return False
+        digest = await asyncio.to_thread(sha256_file, result.path)
+        cost = provider.actual_cost(request_of(job), snapshot)
+        done = await self._settle(
+            job,
+            "succeeded",
+            cost,
+            result_path=str(result.path),
+            result_sha256=digest,
+            result_size=result.size,
+            progress=100,
+        )
+        if done:
+            crash_point("after_download")
+            log.info("job %d succeeded on %s (%d bytes, cost %d)", job.id, provider.name, result.size, cost)
+        return done
+
+    async def _settle(
+        self, job: JobRow, state: str, cost: int, *, error: ProviderError | None = None, **fields: object
+    ) -> bool:
+        now = self._clock()
+        captured = min(cost, job.estimate_micros)
+        async with self._db.transaction() as conn:
+            moved = await store.transition(
+                conn,
+                job.id,
+                ("queued", "running", "expired", "ambiguous"),
+                state,
+                now,
+                cost_micros=captured,
+                next_poll_at=now,
+                error=error.message if error else None,
+                error_code=error.code if error else None,
+                **fields,
+            )
+            if moved:
+                await self._budget.settle(conn, job.id, captured, now, reason=state)
+        return moved
+
+    async def _finish_failure(self, job: JobRow, error: ProviderError) -> None:
+        moderation = isinstance(error, Rejected) and error.reason == RejectReason.MODERATION
+        state = "rejected" if isinstance(error, Rejected) else "failed"
+        now = self._clock()
+        async with self._db.transaction() as conn:
+            moved = await store.transition(
+                conn,
+                job.id,
+                ("queued", "running", "expired", "ambiguous"),
+                state,
+                now,
+                error=error.message,
+                next_poll_at=now,
+                error_code="moderation" if moderation else error.code,
+            )
+            if moved:
+                await self._budget.release(conn, job.id, now, reason=f"{state}: {error.message}"[:200])
+        log.info("job %d %s: %s", job.id, state, error)
+
+    async def _missing(self, job: JobRow, why: str) -> None:
+        if job.poll_failures + 1 >= MAX_MISSING_POLLS:
+            await self._finish_failure(job, Rejected(job.provider or "?", why, code="missing"))
+            return
+        now = self._clock()
+        async with self._db.transaction() as conn:
+            await store.update_fields(
+                conn, job.id, now, poll_failures=job.poll_failures + 1, next_poll_at=now + self._interval(job, None)
+            )
+
+    async def _expire(self, job: JobRow) -> None:
+        """Past the deadline: keep the hold (the provider may still bill) and poll slowly, then release."""
+        now = self._clock()
+        assert job.deadline_at is not None
+        if now > job.deadline_at + RELEASE_AFTER_EXPIRY:
+            await self._finish_failure(job, Rejected(job.provider or "?", "stuck past the deadline", code="expired"))
+            return
+        async with self._db.transaction() as conn:
+            await store.transition(conn, job.id, ("queued", "running", "ambiguous"), "expired", now)
+            await store.update_fields(conn, job.id, now, next_poll_at=now + self._poll_max)
+
+    async def _reconcile(self, provider: VideoProvider, job: JobRow) -> None:
+        """An ambiguous submit: find the job it may have created; never submit again."""
+        now = self._clock()
+        if job.deadline_at is not None and now > job.deadline_at:
+            await self._expire(job)
+            return
+        attempt_ref = await self._attempt_ref(job)
+        characters = await characters_of(self._characters, job)
+        refs = [CharacterRef(c.key, c.asset, c.handles.get(provider.name)) for c in characters]
+        request = request_of(job, refs, attempt_ref)
+        try:
+            external_id = await provider.reconcile(request)
+        except ProviderError as exc:
+            await self._backoff(job, exc.retry_after)
+            return
+        if external_id is None:
+            await self._backoff(job, None)
+            return
+        async with self._db.transaction() as conn:
+            if await store.transition(
+                conn, job.id, ("ambiguous",), "running", now, external_id=external_id, next_poll_at=now
+            ):
+                await store.finish_attempt(conn, attempt_ref, "accepted", now, external_id=external_id)
+        log.info("job %d reconciled: %s has it as %s", job.id, provider.name, external_id)
+
+    async def _attempt_ref(self, job: JobRow) -> str:
+        attempts = await store.attempts_for(self._db, job.id)
+        return str(attempts[-1]["client_ref"]) if attempts else ""
+
+
+def _users_fault(snapshot: JobSnapshot) -> bool:
+    """A refusal of the member's content says nothing about the provider's health."""
+    return isinstance(snapshot.error, Rejected) and snapshot.error.reason in (
+        RejectReason.MODERATION,
+        RejectReason.INVALID,
+    )

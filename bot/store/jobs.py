@@ -1,0 +1,276 @@
+"""Jobs and submission attempts. SQL only; state changes are compare-and-set on the current state."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from bot.db import Database
+
+ACTIVE = ("held", "submitting", "queued", "running", "ambiguous")
+# Jobs the tracking loop still has work on (money to settle or a video to post).
+OPEN = (*ACTIVE, "succeeded", "expired")
+TERMINAL = ("delivered", "rejected", "failed", "canceled")
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: int
+    interaction_id: int | None
+    guild_id: int
+    channel_id: int
+    user_id: int
+    locale: str | None
+    prompt: str
+    request: dict[str, Any]
+    providers: tuple[str, ...]
+    provider: str | None
+    external_id: str | None
+    state: str
+    progress: int | None
+    estimate_micros: int
+    cost_micros: int | None
+    error_code: str | None
+    error: str | None
+    next_poll_at: float | None
+    poll_failures: int
+    deadline_at: float | None
+    status_message_id: int | None
+    result_message_id: int | None
+    result_path: str | None
+    result_sha256: str | None
+    result_size: int | None
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def from_row(cls, row: aiosqlite.Row) -> JobRow:
+        return cls(
+            id=row["id"],
+            interaction_id=row["interaction_id"],
+            guild_id=row["guild_id"],
+            channel_id=row["channel_id"],
+            user_id=row["user_id"],
+            locale=row["locale"],
+            prompt=row["prompt"],
+            request=json.loads(row["request_json"]),
+            providers=tuple(p for p in row["providers"].split(",") if p),
+            provider=row["provider"],
+            external_id=row["external_id"],
+            state=row["state"],
+            progress=row["progress"],
+            estimate_micros=row["estimate_micros"],
+            cost_micros=row["cost_micros"],
+            error_code=row["error_code"],
+            error=row["error"],
+            next_poll_at=row["next_poll_at"],
+            poll_failures=row["poll_failures"],
+            deadline_at=row["deadline_at"],
+            status_message_id=row["status_message_id"],
+            result_message_id=row["result_message_id"],
+            result_path=row["result_path"],
+            result_sha256=row["result_sha256"],
+            result_size=row["result_size"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+
+@dataclass(frozen=True)
+class NewJob:
+    interaction_id: int | None
+    guild_id: int
+    channel_id: int
+    user_id: int
+    locale: str | None
+    prompt: str
+    request: dict[str, Any]
+    providers: tuple[str, ...]
+    estimate_micros: int
+    global_period: str
+    guild_period: str
+    member_period: str
+    deadline_at: float
+
+
+async def insert(conn: aiosqlite.Connection, job: NewJob, now: float) -> int:
+    cursor = await conn.execute(
+        "INSERT INTO jobs (interaction_id, guild_id, channel_id, user_id, locale, prompt, request_json, providers,"
+        " provider, state, estimate_micros, global_period, guild_period, member_period, next_poll_at, deadline_at,"
+        " created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'held', ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            job.interaction_id,
+            job.guild_id,
+            job.channel_id,
+            job.user_id,
+            job.locale,
+            job.prompt,
+            json.dumps(job.request, ensure_ascii=False, sort_keys=True),
+            ",".join(job.providers),
+            job.providers[0],
+            job.estimate_micros,
+            job.global_period,
+            job.guild_period,
+            job.member_period,
+            now,
+            job.deadline_at,
+            now,
+            now,
+        ),
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+async def get(conn: aiosqlite.Connection | Database, job_id: int) -> JobRow | None:
+    sql = "SELECT * FROM jobs WHERE id = ?"
+    if isinstance(conn, Database):
+        row = await conn.fetchone(sql, (job_id,))
+    else:
+        async with conn.execute(sql, (job_id,)) as cursor:
+            row = await cursor.fetchone()
+    return None if row is None else JobRow.from_row(row)
+
+
+async def by_interaction(conn: aiosqlite.Connection, interaction_id: int) -> JobRow | None:
+    async with conn.execute("SELECT * FROM jobs WHERE interaction_id = ?", (interaction_id,)) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else JobRow.from_row(row)
+
+
+async def transition(
+    conn: aiosqlite.Connection, job_id: int, from_states: Iterable[str], to_state: str, now: float, **fields: Any
+) -> bool:
+    """Move a job to `to_state` only if it is still in one of `from_states` (compare-and-set)."""
+    sources = tuple(from_states)
+    assignments = "".join(f", {name} = ?" for name in fields)
+    cursor = await conn.execute(
+        f"UPDATE jobs SET state = ?, updated_at = ?, version = version + 1{assignments}"
+        f" WHERE id = ? AND state IN ({','.join('?' for _ in sources)})",
+        (to_state, now, *fields.values(), job_id, *sources),
+    )
+    return cursor.rowcount == 1
+
+
+async def update_fields(conn: aiosqlite.Connection, job_id: int, now: float, **fields: Any) -> None:
+    assignments = ", ".join(f"{name} = ?" for name in fields)
+    await conn.execute(f"UPDATE jobs SET {assignments}, updated_at = ? WHERE id = ?", (*fields.values(), now, job_id))
+
+
+async def due(db: Database, now: float, states: Sequence[str], limit: int = 500) -> list[JobRow]:
+    rows = await db.fetchall(
+        f"SELECT * FROM jobs WHERE state IN ({','.join('?' for _ in states)})"
+        " AND (next_poll_at IS NULL OR next_poll_at <= ?) ORDER BY next_poll_at LIMIT ?",
+        (*states, now, limit),
+    )
+    return [JobRow.from_row(r) for r in rows]
+
+
+async def next_due_at(db: Database, states: Sequence[str], *, unnotified_only: bool = False) -> float | None:
+    sql = f"SELECT MIN(COALESCE(next_poll_at, 0)) FROM jobs WHERE state IN ({','.join('?' for _ in states)})"
+    if unnotified_only:
+        sql += " AND notified_at IS NULL"
+    row = await db.fetchone(sql, tuple(states))
+    return None if row is None or row[0] is None else float(row[0])
+
+
+async def count_active(conn: aiosqlite.Connection, guild_id: int, user_id: int | None = None) -> int:
+    sql = f"SELECT COUNT(*) FROM jobs WHERE guild_id = ? AND state IN ({','.join('?' for _ in ACTIVE)})"
+    params: list[Any] = [guild_id, *ACTIVE]
+    if user_id is not None:
+        sql += " AND user_id = ?"
+        params.append(user_id)
+    async with conn.execute(sql, params) as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+# --- attempts (the outbox) ----------------------------------------------------------------------
+
+
+async def start_attempt(conn: aiosqlite.Connection, job_id: int, provider: str, now: float) -> str:
+    """Record that we are about to send; returns the attempt's client reference."""
+    async with conn.execute("SELECT COALESCE(MAX(n), 0) + 1 FROM attempts WHERE job_id = ?", (job_id,)) as cur:
+        row = await cur.fetchone()
+    assert row is not None
+    n = int(row[0])
+    client_ref = f"castbot-{job_id}-{n}"
+    await conn.execute(
+        "INSERT INTO attempts (job_id, n, provider, client_ref, state, started_at) VALUES (?, ?, ?, ?, 'sending', ?)",
+        (job_id, n, provider, client_ref, now),
+    )
+    return client_ref
+
+
+async def finish_attempt(
+    conn: aiosqlite.Connection,
+    client_ref: str,
+    state: str,
+    now: float,
+    *,
+    external_id: str | None = None,
+    error_class: str | None = None,
+    error: str | None = None,
+) -> None:
+    await conn.execute(
+        "UPDATE attempts SET state = ?, external_id = ?, error_class = ?, error = ?, finished_at = ?"
+        " WHERE client_ref = ? AND state IN ('sending', 'ambiguous')",
+        (state, external_id, error_class, error, now, client_ref),
+    )
+
+
+async def open_attempt(conn: aiosqlite.Connection, job_id: int) -> aiosqlite.Row | None:
+    async with conn.execute(
+        "SELECT * FROM attempts WHERE job_id = ? AND state IN ('sending', 'ambiguous') ORDER BY n DESC LIMIT 1",
+        (job_id,),
+    ) as cursor:
+        return await cursor.fetchone()
+
+
+async def attempts_for(db: Database, job_id: int) -> list[aiosqlite.Row]:
+    return await db.fetchall("SELECT * FROM attempts WHERE job_id = ? ORDER BY n", (job_id,))
+
+
+async def unnotified(db: Database, states: Sequence[str], now: float, limit: int) -> list[JobRow]:
+    """Finished jobs whose final message is still owed, due now."""
+    rows = await db.fetchall(
+        f"SELECT * FROM jobs WHERE notified_at IS NULL AND state IN ({','.join('?' for _ in states)})"
+        " AND (next_poll_at IS NULL OR next_poll_at <= ?) ORDER BY updated_at LIMIT ?",
+        (*states, now, limit),
+    )
+    return [JobRow.from_row(r) for r in rows]
+
+
+async def active_with_status_message(db: Database) -> list[JobRow]:
+    rows = await db.fetchall(
+        f"SELECT * FROM jobs WHERE status_message_id IS NOT NULL AND state IN ({','.join('?' for _ in ACTIVE)})",
+        ACTIVE,
+    )
+    return [JobRow.from_row(r) for r in rows]
+
+
+async def mark_in_flight_ambiguous(conn: aiosqlite.Connection, now: float) -> list[int]:
+    """After a restart: a job caught mid-submission may have reached the provider. Never resend it."""
+    async with conn.execute("SELECT id FROM jobs WHERE state = 'submitting'") as cursor:
+        ids = [int(r[0]) for r in await cursor.fetchall()]
+    await conn.execute(
+        "UPDATE attempts SET state = 'ambiguous', error = 'interrupted by a restart'"
+        " WHERE state = 'sending' AND job_id IN (SELECT id FROM jobs WHERE state = 'submitting')"
+    )
+    await conn.execute(
+        "UPDATE jobs SET state = 'ambiguous', error = 'interrupted by a restart', next_poll_at = ?, updated_at = ?,"
+        " version = version + 1 WHERE state = 'submitting'",
+        (now, now),
+    )
+    return ids
+
+
+async def count_by_state(db: Database) -> dict[str, int]:
+    rows = await db.fetchall("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+    return {str(r[0]): int(r[1]) for r in rows}

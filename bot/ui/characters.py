@@ -1,0 +1,258 @@
+"""Character embeds, the list paginator (buttons that survive restarts) and autocomplete choices.
+
+Frames are attached to the reply and referenced as `attachment://...`: Discord CDN links to our
+own files would expire, and the frames never leave the bot otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol, cast
+
+import discord
+from discord import app_commands
+
+from bot.i18n import t
+from bot.services.characters import (
+    CharacterView,
+    Created,
+    Deleted,
+    JobChoice,
+    NameChoice,
+    Page,
+)
+
+COLOUR = discord.Colour(0x5865F2)
+FRONTAL_FILE = "frontal.jpg"
+COG_NAME = "Characters"
+PAGE_ID = "castbot:chars:{scope}:{page}:{direction}"
+PAGE_TEMPLATE = r"castbot:chars:(?P<scope>server|mine|community):(?P<page>[0-9]{1,7}):(?P<direction>[pn])"
+_DESCRIPTION_MAX = 1000  # of Discord's 4096: a character card, not an essay
+_CHOICE_MAX = 100  # Discord's limit on a choice's name and value
+
+
+@dataclass
+class Reply:
+    """Keyword arguments for a message: content, embeds, files, view."""
+
+    content: str | None = None
+    embeds: list[discord.Embed] = field(default_factory=list)
+    files: list[discord.File] = field(default_factory=list)
+    view: discord.ui.View | None = None
+
+    def send_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"embeds": self.embeds, "files": self.files}
+        if self.content is not None:
+            kwargs["content"] = self.content
+        if self.view is not None:
+            kwargs["view"] = self.view
+        return kwargs
+
+    def edit_kwargs(self) -> dict[str, Any]:
+        return {"content": self.content, "embeds": self.embeds, "attachments": self.files, "view": self.view}
+
+
+def _visibility(view: CharacterView, locale: str) -> str:
+    return t(f"characters.visibility.{view.visibility}", locale)
+
+
+def _frame_file(view: CharacterView, filename: str) -> discord.File | None:
+    if view.frontal is None or not view.frontal.is_file():
+        return None
+    return discord.File(view.frontal, filename=filename)
+
+
+def character_embed(view: CharacterView, locale: str) -> tuple[discord.Embed, list[discord.File]]:
+    """A character card: the frontal frame as its image, owner, visibility, uses, share code."""
+    embed = discord.Embed(
+        title=f"@{view.name}",
+        description=view.description[:_DESCRIPTION_MAX] or None,
+        colour=COLOUR,
+        timestamp=datetime.fromtimestamp(view.created_at, tz=UTC),
+    )
+    embed.add_field(name=t("characters.field.owner", locale), value=f"<@{view.owner_id}>")
+    embed.add_field(name=t("characters.field.visibility", locale), value=_visibility(view, locale))
+    embed.add_field(name=t("characters.field.uses", locale), value=str(view.uses))
+    seconds = t("characters.clip_seconds", locale, seconds=f"{view.clip_duration:.1f}")
+    embed.add_field(name=t("characters.field.clip", locale), value=seconds)
+    if view.share_code and view.visibility == "public":
+        embed.add_field(
+            name=t("characters.field.code", locale),
+            value=t("characters.field.code_value", locale, code=view.share_code),
+            inline=False,
+        )
+    elif view.share_code and view.is_owner:
+        embed.add_field(
+            name=t("characters.field.code", locale),
+            value=t("characters.field.code_inactive", locale, code=view.share_code),
+            inline=False,
+        )
+    if view.imported:
+        value = t("characters.field.imported_value", locale, name=view.original_name)
+        if view.import_state in ("revoked", "deleted"):
+            value += "\n" + t(f"characters.import_state.{view.import_state}", locale)
+        embed.add_field(name=t("characters.field.imported", locale), value=value, inline=False)
+    if view.import_count:
+        embed.add_field(
+            name=t("characters.field.imports", locale),
+            value=t("characters.field.imports_value", locale, count=view.import_count),
+        )
+    if view.refused:
+        lines = "\n".join(f"**{p}**: {why[:200]}" for p, why in sorted(view.refused.items()))
+        embed.add_field(name=t("characters.field.refused", locale), value=lines[:1024], inline=False)
+    files = []
+    frame = _frame_file(view, FRONTAL_FILE)
+    if frame is not None:
+        embed.set_image(url=f"attachment://{FRONTAL_FILE}")
+        files.append(frame)
+    return embed, files
+
+
+def info_reply(view: CharacterView, locale: str, content: str | None = None) -> Reply:
+    embed, files = character_embed(view, locale)
+    return Reply(content=content, embeds=[embed], files=files)
+
+
+def created_reply(created: Created, locale: str) -> Reply:
+    name = created.character.name
+    lines = [t("characters.created", locale, name=name)]
+    reg = created.registration
+    if reg is not None and reg.outcome == "refused":
+        reason = reg.reason.strip().rstrip(".") or "?"
+        if reg.others:
+            others = ", ".join(f"**{o}**" for o in reg.others)
+            lines.append(t("characters.created.refused", locale, provider=reg.provider, reason=reason, others=others))
+        else:
+            lines.append(t("characters.created.refused_only", locale, provider=reg.provider, reason=reason))
+    elif reg is not None and reg.outcome == "later":
+        lines.append(t("characters.created.later", locale, provider=reg.provider))
+    return info_reply(created.character, locale, "\n".join(lines))
+
+
+def shared_reply(view: CharacterView, locale: str) -> Reply:
+    if view.visibility == "public":
+        text = t("characters.shared.public", locale, name=view.name, code=view.share_code or "?")
+    else:
+        text = t(f"characters.shared.{view.visibility}", locale, name=view.name)
+        if view.import_count:
+            text += "\n" + t("characters.shared.stopped", locale, count=view.import_count)
+    return info_reply(view, locale, text)
+
+
+def deleted_text(deleted: Deleted, locale: str) -> str:
+    text = t(f"characters.deleted.{deleted.kind}", locale, name=deleted.name)
+    if deleted.imports_stopped:
+        text += "\n" + t("characters.shared.stopped", locale, count=deleted.imports_stopped)
+    return text
+
+
+# --- the list paginator ---------------------------------------------------------------------------
+
+
+def _line(view: CharacterView, scope: str, locale: str) -> str:
+    owner = f"<@{view.owner_id}>"
+    if view.imported:
+        state = t(f"characters.line_import.{view.import_state or 'ok'}", locale)
+        return t("characters.line_import", locale, state=state)
+    if scope == "community" and view.share_code:
+        return t("characters.line_code", locale, owner=owner, uses=view.uses, code=view.share_code)
+    return t("characters.line", locale, owner=owner, visibility=_visibility(view, locale), uses=view.uses)
+
+
+def page_reply(page: Page, locale: str) -> Reply:
+    """Up to PAGE_SIZE small cards, each with its frontal frame as thumbnail, and page buttons."""
+    if not page.items:
+        return Reply(content=t(f"characters.list.empty.{page.scope}", locale))
+    header = t(f"characters.list.{page.scope}", locale, page=page.page + 1, pages=page.pages, total=page.total)
+    reply = Reply(content=header)
+    for item in page.items:
+        embed = discord.Embed(title=f"@{item.name}", description=_line(item, page.scope, locale), colour=COLOUR)
+        filename = f"c{item.id}.jpg"
+        frame = _frame_file(item, filename)
+        if frame is not None:
+            embed.set_thumbnail(url=f"attachment://{filename}")
+            reply.files.append(frame)
+        reply.embeds.append(embed)
+    if page.pages > 1:
+        view = discord.ui.View(timeout=None)
+        previous = t("characters.page.prev", locale)
+        view.add_item(PageButton(page.scope, max(page.page - 1, 0), "p", previous, page.page == 0))
+        view.add_item(
+            PageButton(
+                page.scope,
+                min(page.page + 1, page.pages - 1),
+                "n",
+                t("characters.page.next", locale),
+                page.page >= page.pages - 1,
+            )
+        )
+        reply.view = view
+    return reply
+
+
+class PageHandler(Protocol):
+    async def show_page(self, interaction: discord.Interaction[Any], scope: str, page: int) -> None: ...
+
+
+class PageButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=PAGE_TEMPLATE):
+    """◀ / ▶ of a character list. All state is in the custom id, so the buttons keep working after
+    a restart; the page is rebuilt for whoever clicks, with *their* visibility."""
+
+    def __init__(self, scope: str, page: int, direction: str, label: str = "", disabled: bool = False) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=label or ("◀" if direction == "p" else "▶"),
+                style=discord.ButtonStyle.secondary,
+                custom_id=PAGE_ID.format(scope=scope, page=page, direction=direction),
+                disabled=disabled,
+            )
+        )
+        self.scope = scope
+        self.page = page
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> PageButton:
+        label = item.label if isinstance(item, discord.ui.Button) else None
+        return cls(match["scope"], int(match["page"]), match["direction"], label or "")
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        handler = interaction.client.get_cog(COG_NAME)
+        if handler is not None:
+            await cast(PageHandler, handler).show_page(interaction, self.scope, self.page)
+
+
+# --- autocomplete ---------------------------------------------------------------------------------
+
+
+def name_choices(choices: Sequence[NameChoice], locale: str) -> list[app_commands.Choice[str]]:
+    out = []
+    for c in choices:
+        if c.kind == "import":
+            key = "characters.choice.dead_import" if c.visibility != "public" else "characters.choice.import"
+            label = t(key, locale, name=c.name)
+        elif c.visibility == "private":
+            label = t("characters.choice.private", locale, name=c.name)
+        else:
+            label = c.name
+        out.append(app_commands.Choice(name=label[:_CHOICE_MAX], value=c.name))
+    return out
+
+
+def job_choices(jobs: Sequence[JobChoice], locale: str) -> list[app_commands.Choice[str]]:
+    out = []
+    for job in jobs:
+        prompt = " ".join(job.prompt.split())
+        label = t("characters.job_choice", locale, id=job.job_id, prompt=prompt)
+        if len(label) > _CHOICE_MAX:
+            label = label[: _CHOICE_MAX - 1] + "…"
+        out.append(app_commands.Choice(name=label, value=str(job.job_id)))
+    return out

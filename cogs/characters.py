@@ -1,0 +1,298 @@
+"""/character create|extract|list|info|share|delete|import and the "Make character" message menu."""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+from typing import Any, cast
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.app import Castbot
+from bot.i18n import cmd, t
+from bot.services.character_errors import UploadRefused
+from bot.services.characters import CharacterService, Upload
+from bot.ui.characters import (
+    COG_NAME,
+    PageButton,
+    Reply,
+    created_reply,
+    deleted_text,
+    info_reply,
+    job_choices,
+    name_choices,
+    page_reply,
+    shared_reply,
+)
+from bot.ui.replies import locale_of
+from cogs._common import actor_of
+
+log = logging.getLogger(__name__)
+
+Interaction = discord.Interaction[Castbot]
+
+VISIBILITY_CHOICES = [
+    app_commands.Choice(name=cmd("cmd.character.choice.private"), value="private"),
+    app_commands.Choice(name=cmd("cmd.character.choice.server"), value="server"),
+    app_commands.Choice(name=cmd("cmd.character.choice.public"), value="public"),
+]
+SCOPE_CHOICES = [
+    app_commands.Choice(name=cmd("cmd.character.choice.scope.server"), value="server"),
+    app_commands.Choice(name=cmd("cmd.character.choice.scope.mine"), value="mine"),
+    app_commands.Choice(name=cmd("cmd.character.choice.scope.community"), value="community"),
+]
+
+
+def upload_of(attachment: discord.Attachment) -> Upload:
+    return Upload(attachment.url, attachment.filename, attachment.content_type, attachment.size)
+
+
+def _is_video(attachment: discord.Attachment) -> bool:
+    kind = attachment.content_type or mimetypes.guess_type(attachment.filename)[0] or ""
+    return kind.lower().startswith("video/")
+
+
+async def send(interaction: discord.Interaction[Any], reply: Reply) -> None:
+    """Answer ephemerally: a character's details are for the member who asked."""
+    if interaction.response.is_done():
+        await interaction.followup.send(ephemeral=True, **reply.send_kwargs())
+    else:
+        await interaction.response.send_message(ephemeral=True, **reply.send_kwargs())
+
+
+async def report(interaction: discord.Interaction[Any], error: Exception) -> None:
+    """Errors outside the command tree (modals, buttons) get the tree's treatment."""
+    tree = interaction.client.tree
+    await tree.on_error(interaction, cast(app_commands.AppCommandError, error))
+
+
+class MakeCharacterModal(discord.ui.Modal):
+    """Asked by the "Make character" menu: the name (and a description) for the message's video."""
+
+    def __init__(self, cog: CharactersCog, locale: str, *, upload: Upload | None = None, job_id: int | None = None):
+        super().__init__(title=t("characters.make.title", locale)[:45], timeout=900)
+        self.cog = cog
+        self.upload = upload  # from a message's attachment, or
+        self.job_id = job_id  # from one of the member's finished videos (the Make character button)
+        self.name_input: discord.ui.TextInput[MakeCharacterModal] = discord.ui.TextInput(
+            label=t("characters.make.name", locale)[:45], custom_id="name", min_length=1, max_length=100
+        )
+        self.description_input: discord.ui.TextInput[MakeCharacterModal] = discord.ui.TextInput(
+            label=t("characters.make.description", locale)[:45],
+            custom_id="description",
+            style=discord.TextStyle.paragraph,
+            required=False,
+            max_length=500,
+        )
+        self.add_item(self.name_input)
+        self.add_item(self.description_input)
+
+    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        description = self.description_input.value or ""
+        if self.upload is not None:
+            created = await self.cog.service.create_from_upload(
+                actor_of(interaction), name=self.name_input.value, upload=self.upload, description=description
+            )
+        else:
+            assert self.job_id is not None
+            created = await self.cog.service.create_from_job(
+                actor_of(interaction), job_id=self.job_id, name=self.name_input.value, description=description
+            )
+        await send(interaction, created_reply(created, locale_of(interaction)))
+
+    # discord.py 2.7 calls Modal.on_error(interaction, error); its stubs inherit View's signature
+    async def on_error(self, interaction: discord.Interaction[Any], error: Exception, /) -> None:  # type: ignore[override]
+        await report(interaction, error)
+
+
+class CharactersCog(commands.Cog, name=COG_NAME):
+    character = app_commands.Group(
+        name=cmd("cmd.character.name"), description=cmd("cmd.character.description"), guild_only=True
+    )
+
+    def __init__(self, bot: Castbot, service: CharacterService) -> None:
+        self.bot = bot
+        self.service = service
+        self.make_menu = app_commands.ContextMenu(
+            name=cmd("cmd.character.make.name"),
+            callback=self.make_character,
+            allowed_contexts=app_commands.AppCommandContext(guild=True),
+        )
+
+    async def cog_load(self) -> None:
+        self.bot.tree.add_command(self.make_menu)
+        self.bot.add_dynamic_items(PageButton)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.make_menu.name, type=self.make_menu.type)
+        self.bot.remove_dynamic_items(PageButton)
+
+    # --- create -----------------------------------------------------------------------------------
+
+    @character.command(name=cmd("cmd.character.create.name"), description=cmd("cmd.character.create.description"))
+    @app_commands.rename(
+        name=cmd("cmd.character.opt.name"),
+        video=cmd("cmd.character.opt.video"),
+        description=cmd("cmd.character.opt.description"),
+        visibility=cmd("cmd.character.opt.visibility"),
+    )
+    @app_commands.describe(
+        name=cmd("cmd.character.opt.name.new"),
+        video=cmd("cmd.character.opt.video.about"),
+        description=cmd("cmd.character.opt.description.about"),
+        visibility=cmd("cmd.character.opt.visibility.about"),
+    )
+    @app_commands.choices(visibility=VISIBILITY_CHOICES)
+    async def create(
+        self,
+        interaction: Interaction,
+        name: app_commands.Range[str, 1, 100],
+        video: discord.Attachment,
+        description: app_commands.Range[str, 1, 500] | None = None,
+        visibility: app_commands.Choice[str] | None = None,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        created = await self.service.create_from_upload(
+            actor_of(interaction),
+            name=name,
+            upload=upload_of(video),
+            description=description or "",
+            visibility=visibility.value if visibility else "server",
+        )
+        await send(interaction, created_reply(created, locale_of(interaction)))
+
+    @character.command(name=cmd("cmd.character.extract.name"), description=cmd("cmd.character.extract.description"))
+    @app_commands.rename(
+        job=cmd("cmd.character.opt.job"),
+        name=cmd("cmd.character.opt.name"),
+        description=cmd("cmd.character.opt.description"),
+    )
+    @app_commands.describe(
+        job=cmd("cmd.character.opt.job.about"),
+        name=cmd("cmd.character.opt.name.new"),
+        description=cmd("cmd.character.opt.description.about"),
+    )
+    async def extract(
+        self,
+        interaction: Interaction,
+        job: app_commands.Range[str, 1, 100],
+        name: app_commands.Range[str, 1, 100],
+        description: app_commands.Range[str, 1, 500] | None = None,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        job_id = int(job.strip().lstrip("#")) if job.strip().lstrip("#").isdigit() else -1
+        created = await self.service.create_from_job(
+            actor_of(interaction), job_id=job_id, name=name, description=description or ""
+        )
+        await send(interaction, created_reply(created, locale_of(interaction)))
+
+    @extract.autocomplete("job")
+    async def _job_autocomplete(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
+        jobs = await self.service.finished_jobs(actor_of(interaction), current)
+        return job_choices(jobs, locale_of(interaction))
+
+    async def make_character(self, interaction: Interaction, message: discord.Message) -> None:
+        video = next((a for a in message.attachments if _is_video(a)), None)
+        if video is None:
+            raise UploadRefused("characters.make.no_video")
+        upload = upload_of(video)
+        # the cheap checks (type, size) answer at once instead of after the modal
+        self.service.check_upload(upload)
+        await interaction.response.send_modal(MakeCharacterModal(self, locale_of(interaction), upload=upload))
+
+    async def ask_name_for_job(self, interaction: Interaction, job_id: int) -> None:
+        """The Make character button on a delivered video: ask for a name, then extract."""
+        await interaction.response.send_modal(MakeCharacterModal(self, locale_of(interaction), job_id=job_id))
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    @character.command(name=cmd("cmd.character.list.name"), description=cmd("cmd.character.list.description"))
+    @app_commands.rename(scope=cmd("cmd.character.opt.scope"))
+    @app_commands.describe(scope=cmd("cmd.character.opt.scope.about"))
+    @app_commands.choices(scope=SCOPE_CHOICES)
+    async def list_(self, interaction: Interaction, scope: app_commands.Choice[str] | None = None) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        page = await self.service.list_page(actor_of(interaction), scope.value if scope else "server", 0)
+        await send(interaction, page_reply(page, locale_of(interaction)))
+
+    async def show_page(self, interaction: discord.Interaction[Any], scope: str, page: int) -> None:
+        """A paginator button: the page rebuilt for the member who clicked."""
+        try:
+            result = await self.service.list_page(actor_of(interaction), scope, page)
+            reply = page_reply(result, locale_of(interaction))
+            await interaction.response.edit_message(**reply.edit_kwargs())
+        except Exception as exc:
+            await report(interaction, exc)
+
+    @character.command(name=cmd("cmd.character.info.name"), description=cmd("cmd.character.info.description"))
+    @app_commands.rename(name=cmd("cmd.character.opt.name"))
+    @app_commands.describe(name=cmd("cmd.character.opt.name.pick"))
+    async def info(self, interaction: Interaction, name: app_commands.Range[str, 1, 100]) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        view = await self.service.info(actor_of(interaction), name)
+        await send(interaction, info_reply(view, locale_of(interaction)))
+
+    # --- sharing ----------------------------------------------------------------------------------
+
+    @character.command(name=cmd("cmd.character.share.name"), description=cmd("cmd.character.share.description"))
+    @app_commands.rename(name=cmd("cmd.character.opt.name"), visibility=cmd("cmd.character.opt.visibility"))
+    @app_commands.describe(
+        name=cmd("cmd.character.opt.name.pick"), visibility=cmd("cmd.character.opt.visibility.about")
+    )
+    @app_commands.choices(visibility=VISIBILITY_CHOICES)
+    async def share(
+        self, interaction: Interaction, name: app_commands.Range[str, 1, 100], visibility: app_commands.Choice[str]
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        view = await self.service.share(actor_of(interaction), name, visibility.value)
+        await send(interaction, shared_reply(view, locale_of(interaction)))
+
+    @character.command(name=cmd("cmd.character.delete.name"), description=cmd("cmd.character.delete.description"))
+    @app_commands.rename(name=cmd("cmd.character.opt.name"))
+    @app_commands.describe(name=cmd("cmd.character.opt.name.pick"))
+    async def delete(self, interaction: Interaction, name: app_commands.Range[str, 1, 100]) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        deleted = await self.service.delete(actor_of(interaction), name)
+        await send(interaction, Reply(content=deleted_text(deleted, locale_of(interaction))))
+
+    @character.command(name=cmd("cmd.character.import.name"), description=cmd("cmd.character.import.description"))
+    @app_commands.rename(code=cmd("cmd.character.opt.code"), name=cmd("cmd.character.opt.name"))
+    @app_commands.describe(code=cmd("cmd.character.opt.code.about"), name=cmd("cmd.character.opt.name.alias"))
+    async def import_(
+        self,
+        interaction: Interaction,
+        code: app_commands.Range[str, 1, 40],
+        name: app_commands.Range[str, 1, 100] | None = None,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        view = await self.service.import_character(actor_of(interaction), code, name)
+        locale = locale_of(interaction)
+        await send(interaction, info_reply(view, locale, t("characters.imported", locale, name=view.name)))
+
+    # --- name autocomplete ------------------------------------------------------------------------
+
+    @info.autocomplete("name")
+    async def _usable_names(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
+        choices = await self.service.autocomplete(actor_of(interaction), current, "use")
+        return name_choices(choices, locale_of(interaction))
+
+    @share.autocomplete("name")
+    async def _own_names(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
+        choices = await self.service.autocomplete(actor_of(interaction), current, "share")
+        return name_choices(choices, locale_of(interaction))
+
+    @delete.autocomplete("name")
+    async def _deletable_names(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
+        choices = await self.service.autocomplete(actor_of(interaction), current, "delete")
+        return name_choices(choices, locale_of(interaction))
+
+
+async def setup(bot: Castbot) -> None:
+    # one instance per bot: registrations of a character are serialised inside it
+    service = getattr(bot.services, "characters", None)
+    if not isinstance(service, CharacterService):
+        service = CharacterService(bot.db, bot.settings, bot.providers, bot.services.guilds, bot.http_client)
+    await bot.add_cog(CharactersCog(bot, service))

@@ -1,0 +1,258 @@
+"""The background loop: dispatch held jobs, track them, edit status messages, post results.
+
+One long-lived task. It wakes when a job is admitted or when the earliest job is due, never
+sleeps per job, and survives any exception: a failing job, provider, database hiccup or Discord
+error is logged and retried on a later pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+import discord
+from discord.ext import commands
+
+from bot.app import Castbot
+from bot.faults import crash_point
+from bot.i18n import t
+from bot.services.money import format_usd
+from bot.store.jobs import JobRow
+from bot.ui.generation import failure_text, human_size, status_embed
+from cogs.generate import MakeCharacterButton, RerollButton, status_view
+
+log = logging.getLogger(__name__)
+
+STATUS_EDIT_EVERY = 10.0  # seconds between edits of one job's status message
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+IDLE_SECONDS = 5.0
+
+
+def result_view(job_id: int, locale: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(RerollButton(job_id, t("button.reroll", locale)))
+    view.add_item(MakeCharacterButton(job_id, t("button.make_character", locale)))
+    return view
+
+
+class DeliveryCog(commands.Cog):
+    def __init__(self, bot: Castbot) -> None:
+        self.bot = bot
+        self._task: asyncio.Task[None] | None = None
+        self._dispatching: dict[int, asyncio.Task[None]] = {}
+        self._edited: dict[int, tuple[float, str, int | None]] = {}
+
+    async def cog_load(self) -> None:
+        # Runs inside setup_hook, before the gateway connects: no command can arrive before this.
+        services = self.bot.services
+        open_jobs = await services.generation.recover()
+        drift = await services.budget.audit_and_report()
+        log.info("recovered open jobs %s; ledger drift in %d counters", open_jobs or "none", len(drift))
+        self._task = asyncio.create_task(self._run(), name="delivery-loop")
+
+    async def cog_unload(self) -> None:
+        tasks = [t for t in (self._task, *self._dispatching.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _run(self) -> None:
+        await self.bot.wait_until_ready()
+        wake = self.bot.services.loop_wakeup
+        while not self.bot.is_closed():
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("delivery loop pass failed; continuing")
+            wake.clear()
+            sleep_for = await self._sleep_for()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), sleep_for)
+
+    async def _sleep_for(self) -> float:
+        settings = self.bot.settings
+        try:
+            due = await self.bot.services.generation.next_due_at()
+        except Exception:
+            log.exception("could not read the next due job")
+            return settings.poll_min_seconds
+        if due is None:
+            return IDLE_SECONDS
+        return float(min(max(due - time.time(), 0.01), settings.poll_max_seconds))
+
+    async def tick(self) -> None:
+        """One pass; each step is contained so one failure never starves the others."""
+        services = self.bot.services
+        for step in (self._dispatch_held, services.tracker.poll_once, self._edit_statuses, self._deliver_finished):
+            try:
+                await step()
+            except Exception:
+                log.exception("delivery loop step %s failed", getattr(step, "__name__", step))
+
+    async def _dispatch_held(self) -> None:
+        for job in await self.bot.services.generation.held_due():
+            if job.id in self._dispatching:
+                continue
+            task = asyncio.create_task(self._dispatch(job.id), name=f"dispatch-{job.id}")
+            self._dispatching[job.id] = task
+
+    async def _dispatch(self, job_id: int) -> None:
+        try:
+            await self.bot.services.generation.dispatch(job_id)
+        except Exception:
+            log.exception("dispatching job %d failed; it stays held and will be retried", job_id)
+            await asyncio.sleep(self.bot.settings.poll_min_seconds)
+        finally:
+            self._dispatching.pop(job_id, None)
+            self.bot.services.wake_loop()
+
+    # --- status messages -----------------------------------------------------------------------
+
+    async def _edit_statuses(self) -> None:
+        now = time.monotonic()
+        for job in await self.bot.services.delivery.active_with_status():
+            last = self._edited.get(job.id)
+            if last is not None and (now - last[0] < STATUS_EDIT_EVERY or last[1:] == (job.state, job.progress)):
+                continue
+            if last is None and job.state == "held":
+                continue  # the message was just posted with this state
+            await self._edit_status(job)
+            self._edited[job.id] = (now, job.state, job.progress)
+
+    async def _edit_status(self, job: JobRow, *, final: bool = False) -> None:
+        if job.status_message_id is None:
+            return
+        locale = await self._channel_locale(job)
+        message = self.bot.get_partial_messageable(job.channel_id).get_partial_message(job.status_message_id)
+        view = None if final else status_view(job.id, locale)
+        try:
+            await message.edit(embed=status_embed(job, f"<@{job.user_id}>", locale), view=view)
+        except discord.HTTPException as exc:
+            log.info("job %d: status message not edited (%s)", job.id, exc.status)
+
+    # --- final messages ------------------------------------------------------------------------
+
+    async def _deliver_finished(self) -> None:
+        for job in await self.bot.services.delivery.pending():
+            try:
+                await self._post_final(job)
+            except Exception:
+                log.exception("posting job %d failed", job.id)
+                if not await self.bot.services.delivery.retry_later(job.id):
+                    await self.bot.services.delivery.mark_posted(job.id, None)
+
+    async def _channel_locale(self, job: JobRow) -> str:
+        settings = await self.bot.services.guilds.get(job.guild_id)
+        if settings.locale:
+            return settings.locale
+        guild = self.bot.get_guild(job.guild_id)
+        return guild.preferred_locale.value if guild else (job.locale or "en-US")
+
+    def _upload_limit(self, guild_id: int) -> int:
+        guild = self.bot.get_guild(guild_id)
+        return guild.filesize_limit if guild else DEFAULT_UPLOAD_LIMIT
+
+    async def _post_final(self, job: JobRow) -> None:
+        locale = await self._channel_locale(job)
+        user = f"<@{job.user_id}>"
+        view: discord.ui.View | None = None
+        file_path: Path | None = None
+        if job.state != "succeeded":
+            content = failure_text(job, locale)
+        else:
+            view = result_view(job.id, locale)
+            cost = format_usd(job.cost_micros or 0, locale)
+            content = t("delivery.done", locale, user=user, job=job.id, provider=job.provider, cost=cost)
+            size, limit = job.result_size or 0, self._upload_limit(job.guild_id)
+            if job.result_path and size <= limit:
+                file_path = Path(job.result_path)
+            else:
+                content = t(
+                    "delivery.too_large", locale, user=user, job=job.id, size=human_size(size), limit=human_size(limit)
+                )
+        message = await self._send(job, content, file_path, view)
+        crash_point("after_post")
+        await self.bot.services.delivery.mark_posted(job.id, message.id if message else None)
+        await self._edit_status(await self.bot.services.generation.job_row(job.id), final=True)
+        self._edited.pop(job.id, None)
+
+    async def _send(
+        self, job: JobRow, content: str, file_path: Path | None, view: discord.ui.View | None
+    ) -> discord.Message | None:
+        """Post in the job's channel as a reply to its status message, pinging only the requester."""
+        channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+        mentions = discord.AllowedMentions(users=[discord.Object(job.user_id)])
+        reference = (
+            discord.MessageReference(
+                message_id=job.status_message_id, channel_id=job.channel_id, fail_if_not_exists=False
+            )
+            if job.status_message_id is not None
+            else None
+        )
+        nonce = f"castbot-job-{job.id}"  # Discord answers a repeated nonce with the earlier message
+        try:
+            if file_path is not None:
+                file = discord.File(file_path, filename=f"castbot-job-{job.id}.mp4")
+                return await channel.send(
+                    content,
+                    file=file,
+                    view=view or discord.utils.MISSING,
+                    reference=reference or discord.utils.MISSING,
+                    allowed_mentions=mentions,
+                    nonce=nonce,
+                )
+            return await channel.send(
+                content,
+                view=view or discord.utils.MISSING,
+                reference=reference or discord.utils.MISSING,
+                allowed_mentions=mentions,
+                nonce=nonce,
+            )
+        except discord.HTTPException as exc:
+            if file_path is not None and (exc.status == 413 or exc.code == 40005):
+                # Our idea of the limit was wrong: say so once, never retry the upload.
+                locale = await self._channel_locale(job)
+                text = t(
+                    "delivery.too_large",
+                    locale,
+                    user=f"<@{job.user_id}>",
+                    job=job.id,
+                    size=human_size(job.result_size or 0),
+                    limit=human_size(self._upload_limit(job.guild_id)),
+                )
+                return await channel.send(
+                    text,
+                    view=view or discord.utils.MISSING,
+                    reference=reference or discord.utils.MISSING,
+                    allowed_mentions=mentions,
+                    nonce=f"{nonce}-nf",
+                )
+            if isinstance(exc, discord.Forbidden | discord.NotFound):
+                log.warning(
+                    "job %d: cannot post in channel %s (%s); telling the member by DM", job.id, job.channel_id, exc.code
+                )
+                await self._dm(job, content, file_path)
+                return None
+            raise
+
+    async def _dm(self, job: JobRow, content: str, file_path: Path | None) -> None:
+        try:
+            user = await self.bot.fetch_user(job.user_id)
+            file = discord.File(file_path, filename=f"castbot-job-{job.id}.mp4") if file_path else None
+            locale = job.locale or "en-US"
+            text = t("delivery.dm", locale, job=job.id) + "\n" + content
+            if file is not None:
+                await user.send(text, file=file)
+            else:
+                await user.send(text)
+        except discord.HTTPException as exc:
+            log.warning("job %d: DM to the member failed too (%s); the result stays in /jobs", job.id, exc.code)
+
+
+async def setup(bot: Castbot) -> None:
+    await bot.add_cog(DeliveryCog(bot))
