@@ -78,6 +78,7 @@ def build_services(
         settings.data_dir / "videos",
         poll_min=settings.poll_min_seconds,
         poll_max=settings.poll_max_seconds,
+        reconcile_grace=settings.reconcile_grace_seconds,
     )
     return Services(
         guilds=guilds,

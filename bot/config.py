@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     poll_min_seconds: float = Field(default=2.0, gt=0)
     poll_max_seconds: float = Field(default=30.0, gt=0)
     local_render_seconds: float = Field(default=3.0, ge=0)
+    # After an ambiguous submit, how long a provider that can list its jobs may take to show ours
+    # before we conclude it never arrived and release the hold.
+    reconcile_grace_seconds: float = Field(default=120.0, ge=0)
     max_clip_mb: int = Field(default=50, gt=0)
     log_level: str = "INFO"
 

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import discord
 from discord.ext import commands
@@ -186,33 +187,23 @@ class DeliveryCog(commands.Cog):
     ) -> discord.Message | None:
         """Post in the job's channel as a reply to its status message, pinging only the requester."""
         channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
-        mentions = discord.AllowedMentions(users=[discord.Object(job.user_id)])
-        reference = (
-            discord.MessageReference(
+        options: dict[str, Any] = {
+            "allowed_mentions": discord.AllowedMentions(users=[discord.Object(job.user_id)]),
+            # Discord answers a repeated nonce with the earlier message: a crash between posting
+            # and recording it cannot make a second post.
+            "nonce": f"castbot-job-{job.id}",
+        }
+        if view is not None:
+            options["view"] = view
+        if job.status_message_id is not None:
+            options["reference"] = discord.MessageReference(
                 message_id=job.status_message_id, channel_id=job.channel_id, fail_if_not_exists=False
             )
-            if job.status_message_id is not None
-            else None
-        )
-        nonce = f"castbot-job-{job.id}"  # Discord answers a repeated nonce with the earlier message
         try:
             if file_path is not None:
                 file = discord.File(file_path, filename=f"castbot-job-{job.id}.mp4")
-                return await channel.send(
-                    content,
-                    file=file,
-                    view=view or discord.utils.MISSING,
-                    reference=reference or discord.utils.MISSING,
-                    allowed_mentions=mentions,
-                    nonce=nonce,
-                )
-            return await channel.send(
-                content,
-                view=view or discord.utils.MISSING,
-                reference=reference or discord.utils.MISSING,
-                allowed_mentions=mentions,
-                nonce=nonce,
-            )
+                return await channel.send(content, file=file, **options)
+            return await channel.send(content, **options)
         except discord.HTTPException as exc:
             if file_path is not None and (exc.status == 413 or exc.code == 40005):
                 # Our idea of the limit was wrong: say so once, never retry the upload.
@@ -225,13 +216,8 @@ class DeliveryCog(commands.Cog):
                     size=human_size(job.result_size or 0),
                     limit=human_size(self._upload_limit(job.guild_id)),
                 )
-                return await channel.send(
-                    text,
-                    view=view or discord.utils.MISSING,
-                    reference=reference or discord.utils.MISSING,
-                    allowed_mentions=mentions,
-                    nonce=f"{nonce}-nf",
-                )
+                options["nonce"] = f"castbot-job-{job.id}-nf"
+                return await channel.send(text, **options)
             if isinstance(exc, discord.Forbidden | discord.NotFound):
                 log.warning(
                     "job %d: cannot post in channel %s (%s); telling the member by DM", job.id, job.channel_id, exc.code

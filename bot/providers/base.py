@@ -43,6 +43,9 @@ class Capabilities:
     mention_style: MentionStyle
     batch_status: bool  # status() of many ids costs one request
     paid: bool  # False only for the offline local provider
+    # reconcile() can prove a job was never created (it lists jobs or looks them up by our
+    # reference), so an ambiguous submit that stays unfound past a grace period was never sent.
+    authoritative_reconcile: bool = False
 
     def fit_seconds(self, wanted: int) -> int:
         """The smallest allowed duration at least `wanted`, else the longest allowed."""

@@ -95,6 +95,7 @@ class KlingProvider(VideoProvider):
         mention_style=MentionStyle.ELEMENT_INDEX,
         batch_status=True,
         paid=True,
+        authoritative_reconcile=True,
     )
 
     def __init__(

@@ -67,6 +67,7 @@ CAPABILITIES = Capabilities(
     mention_style=MentionStyle.CAPTION,
     batch_status=True,
     paid=False,
+    authoritative_reconcile=True,
 )
 
 

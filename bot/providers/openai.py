@@ -126,6 +126,7 @@ class OpenAIProvider(VideoProvider):
         mention_style=MentionStyle.NAME_VERBATIM,
         batch_status=False,
         paid=True,
+        authoritative_reconcile=True,
     )
 
     def __init__(

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiosqlite
+
 from bot.db import Database
 from bot.faults import crash_point
 from bot.media import sha256_file
@@ -66,6 +68,7 @@ class Tracker:
         poll_min: float = 2.0,
         poll_max: float = 30.0,
         per_provider_concurrency: int = 4,
+        reconcile_grace: float = 120.0,
     ) -> None:
         self._db = db
         self._providers = providers
@@ -76,6 +79,7 @@ class Tracker:
         self._clock = clock
         self._poll_min = poll_min
         self._poll_max = max(poll_max, poll_min)
+        self._reconcile_grace = reconcile_grace
         self._limits: defaultdict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(per_provider_concurrency)
         )
@@ -278,7 +282,8 @@ class Tracker:
         if job.deadline_at is not None and now > job.deadline_at:
             await self._expire(job)
             return
-        attempt_ref = await self._attempt_ref(job)
+        attempt = await self._last_attempt(job)
+        attempt_ref = str(attempt["client_ref"]) if attempt else ""
         characters = await characters_of(self._characters, job)
         refs = [CharacterRef(c.key, c.asset, c.handles.get(provider.name)) for c in characters]
         request = request_of(job, refs, attempt_ref)
@@ -288,6 +293,13 @@ class Tracker:
             await self._backoff(job, exc.retry_after)
             return
         if external_id is None:
+            sent_at = float(attempt["started_at"]) if attempt else job.created_at
+            if provider.capabilities.authoritative_reconcile and now - sent_at > self._reconcile_grace:
+                # The provider can list its jobs and ours is not there well after we sent it:
+                # it never arrived. Release; never resubmit on our own.
+                never = Rejected(provider.name, "the provider never received the request", code="not_received")
+                await self._finish_failure(job, never)
+                return
             await self._backoff(job, None)
             return
         async with self._db.transaction() as conn:
@@ -297,9 +309,9 @@ class Tracker:
                 await store.finish_attempt(conn, attempt_ref, "accepted", now, external_id=external_id)
         log.info("job %d reconciled: %s has it as %s", job.id, provider.name, external_id)
 
-    async def _attempt_ref(self, job: JobRow) -> str:
+    async def _last_attempt(self, job: JobRow) -> aiosqlite.Row | None:
         attempts = await store.attempts_for(self._db, job.id)
-        return str(attempts[-1]["client_ref"]) if attempts else ""
+        return attempts[-1] if attempts else None
 
 
 def _users_fault(snapshot: JobSnapshot) -> bool:
