@@ -11,6 +11,7 @@ import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import discord
@@ -109,8 +110,15 @@ async def _run_until_stopped(bot: Castbot, token: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description="Castbot: character-consistent AI video")
-    parser.add_argument("command", nargs="?", default="run", choices=["run"], help="run the bot (default)")
-    parser.parse_args(argv)
+    parser.add_argument(
+        "command", nargs="?", default="run", choices=["run", "demo"], help="run the bot (default), or an offline demo"
+    )
+    parser.add_argument("--out", type=Path, default=Path("demo-output"), help="demo: where to write its output")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        from bot.demo import main as demo_main
+
+        return demo_main(args.out)
     settings = load_settings()
     if isinstance(settings, str):
         return _fail(settings)
