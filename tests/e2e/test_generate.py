@@ -131,3 +131,39 @@ async def test_cancel_before_submission_releases_the_hold(
     assert job["state"] == "canceled"
     kinds = [r["kind"] for r in await bot.db.fetchall("SELECT kind FROM ledger WHERE job_id = 1 ORDER BY id")]
     assert kinds == ["hold", "release"]
+
+
+async def test_imported_character_works_until_the_owner_revokes_it(
+    sandbox: DiscordSandbox, world: World, castbot: Castbot, clip_bytes: bytes
+) -> None:
+    await create_character(sandbox, world, "Fox", clip_bytes)
+    share = await sandbox.invoke(
+        world.guild, world.channel, world.member, "character share", name="fox", visibility="public"
+    )
+    shared = await share.wait_final_message()
+    code = next(f["value"] for f in shared.embeds[0]["fields"] if f["name"] == "Share code").split("`")[1]
+    other = (world.other_guild, world.other_channel, world.other_member)
+    imported = await sandbox.invoke(*other, "character import", code=code, name="Vulpes")
+    assert "Imported `@Vulpes`" in (await imported.wait_final_message()).content
+
+    # the other server can generate with its alias: the prompt's @Vulpes is the shared character
+    first = await sandbox.invoke(*other, "generate", prompt="@Vulpes jumps over a fence", seconds=2)
+    assert "Job #1 is queued" in (await first.wait_final_message(timeout=10)).content
+    posted = await sandbox.wait_for(
+        lambda: next((m for m in world.other_channel.visible_messages if m.attachments), None), 30
+    )
+    assert "job #1" in posted.content
+
+    revoke = await sandbox.invoke(
+        world.guild, world.channel, world.member, "character share", name="fox", visibility="private"
+    )
+    await revoke.wait_final_message()
+    refused = await sandbox.invoke(*other, "generate", prompt="@Vulpes jumps again")
+    reply = await refused.wait_final_message(timeout=10)
+    assert refused.is_ephemeral
+    assert "stopped sharing it" in reply.content
+    assert "nothing was started or charged" in reply.content
+    jobs = await castbot.db.fetchall("SELECT id FROM jobs")
+    assert [j["id"] for j in jobs] == [1]  # the refused request left no job and no hold
+    holds = await castbot.db.fetchall("SELECT job_id FROM ledger WHERE kind = 'hold'")
+    assert [h["job_id"] for h in holds] == [1]
