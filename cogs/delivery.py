@@ -22,21 +22,14 @@ from bot.faults import crash_point
 from bot.i18n import t
 from bot.services.money import format_usd
 from bot.store.jobs import JobRow
-from bot.ui.generation import failure_text, human_size, status_embed
-from cogs.generate import MakeCharacterButton, RerollButton, status_view
+from bot.ui.generation import failure_text, human_size, route_notes, status_embed
+from bot.ui.job_buttons import result_view, status_view
 
 log = logging.getLogger(__name__)
 
 STATUS_EDIT_EVERY = 10.0  # seconds between edits of one job's status message
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 IDLE_SECONDS = 5.0
-
-
-def result_view(job_id: int, locale: str) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    view.add_item(RerollButton(job_id, t("button.reroll", locale)))
-    view.add_item(MakeCharacterButton(job_id, t("button.make_character", locale)))
-    return view
 
 
 class DeliveryCog(commands.Cog):
@@ -133,6 +126,8 @@ class DeliveryCog(commands.Cog):
         view = None if final else status_view(job.id, locale)
         try:
             await message.edit(embed=status_embed(job, f"<@{job.user_id}>", locale), view=view)
+            if view is not None:
+                view.stop()  # the registered dynamic items handle clicks; keep no per-message view
         except discord.HTTPException as exc:
             log.info("job %d: status message not edited (%s)", job.id, exc.status)
 
@@ -176,7 +171,19 @@ class DeliveryCog(commands.Cog):
                 content = t(
                     "delivery.too_large", locale, user=user, job=job.id, size=human_size(size), limit=human_size(limit)
                 )
+        # which provider ran and why the earlier ones did not; providers turned off; fallback hint
+        fallback_possible = False
+        if job.state == "failed" and job.request.get("requested_provider") is None:
+            guild = await self.bot.services.guilds.get(job.guild_id)
+            others = [p for p in guild.providers or self.bot.providers if p in self.bot.providers]
+            fallback_possible = not guild.fallback and any(p not in job.providers for p in others)
+        steps = await self.bot.services.generation.route_history(job.id)
+        notes = route_notes(job, steps, locale, fallback_possible=fallback_possible)
+        if notes:
+            content = "\n".join((content, *notes))
         message = await self._send(job, content, file_path, view)
+        if view is not None:
+            view.stop()  # the registered dynamic items handle clicks; keep no per-message view
         crash_point("after_post")
         await self.bot.services.delivery.mark_posted(job.id, message.id if message else None)
         await self._edit_status(await self.bot.services.generation.job_row(job.id), final=True)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-import re
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import discord
 from discord import app_commands
@@ -16,88 +15,22 @@ from bot.services.generation import GenerateCommand
 from bot.services.money import format_usd
 from bot.ui.characters import COG_NAME as CHARACTERS_COG
 from bot.ui.generation import status_embed
+from bot.ui.job_buttons import GENERATE_COG, JOB_BUTTONS, status_view
 from bot.ui.replies import locale_of
 from cogs._common import actor_of
-from cogs.characters import CharactersCog
 
 log = logging.getLogger(__name__)
+
+
+class NameAsker(Protocol):
+    async def ask_name_for_job(self, interaction: discord.Interaction[Any], job_id: int) -> None: ...
 
 
 def _choices(*values: str) -> list[app_commands.Choice[str]]:
     return [app_commands.Choice(name=cmd(f"choice.{v}"), value=v) for v in values]
 
 
-class CancelButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=r"castbot:cancel:(?P<job>\d+)"):
-    def __init__(self, job_id: int, label: str = "Cancel") -> None:
-        super().__init__(
-            discord.ui.Button(label=label, style=discord.ButtonStyle.secondary, custom_id=f"castbot:cancel:{job_id}")
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> CancelButton:
-        return cls(int(match["job"]))
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        job = await cast(Castbot, interaction.client).services.generation.cancel(actor_of(interaction), self.job_id)
-        locale = locale_of(interaction)
-        await interaction.response.send_message(
-            t("generate.canceled", locale, job=job.id, amount=format_usd(job.estimate_micros, locale)), ephemeral=True
-        )
-        cast(Castbot, interaction.client).services.wake_loop()
-
-
-class RerollButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=r"castbot:reroll:(?P<job>\d+)"):
-    def __init__(self, job_id: int, label: str = "Re-roll") -> None:
-        super().__init__(
-            discord.ui.Button(label=label, style=discord.ButtonStyle.primary, custom_id=f"castbot:reroll:{job_id}")
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> RerollButton:
-        return cls(int(match["job"]))
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        cog = interaction.client.get_cog("GenerateCog")
-        assert isinstance(cog, GenerateCog)
-        await cog.reroll(interaction, self.job_id)
-
-
-class MakeCharacterButton(
-    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=r"castbot:mkchar:(?P<job>\d+)"
-):
-    """On a delivered video: turn it into a character (asks for a name, then /character extract)."""
-
-    def __init__(self, job_id: int, label: str = "Make character") -> None:
-        super().__init__(
-            discord.ui.Button(label=label, style=discord.ButtonStyle.secondary, custom_id=f"castbot:mkchar:{job_id}")
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> MakeCharacterButton:
-        return cls(int(match["job"]))
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        cog = interaction.client.get_cog(CHARACTERS_COG)
-        assert isinstance(cog, CharactersCog)
-        await cog.ask_name_for_job(interaction, self.job_id)
-
-
-def status_view(job_id: int, locale: str) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    view.add_item(CancelButton(job_id, t("button.cancel", locale)))
-    return view
-
-
-class GenerateCog(commands.Cog):
+class GenerateCog(commands.Cog, name=GENERATE_COG):
     def __init__(self, bot: Castbot) -> None:
         self.bot = bot
 
@@ -141,7 +74,22 @@ class GenerateCog(commands.Cog):
         names = [n for n in self.bot.providers if n.startswith(current.lower())]
         return [app_commands.Choice(name=n, value=n) for n in names[:25]]
 
-    async def reroll(self, interaction: discord.Interaction[Castbot], job_id: int) -> None:
+    async def cancel(self, interaction: discord.Interaction[Any], job_id: int) -> None:
+        job = await self.bot.services.generation.cancel(actor_of(interaction), job_id)
+        locale = locale_of(interaction)
+        amount = format_usd(job.estimate_micros, locale)
+        await interaction.response.send_message(
+            t("generate.canceled", locale, job=job.id, amount=amount), ephemeral=True
+        )
+        self.bot.services.wake_loop()
+
+    async def make_character(self, interaction: discord.Interaction[Any], job_id: int) -> None:
+        characters = self.bot.get_cog(CHARACTERS_COG)
+        if characters is None:
+            raise RuntimeError("the characters cog is not loaded")
+        await cast(NameAsker, characters).ask_name_for_job(interaction, job_id)
+
+    async def reroll(self, interaction: discord.Interaction[Any], job_id: int) -> None:
         """The same request as job `job_id`, as a new job with a new hold."""
         await interaction.response.defer(ephemeral=True, thinking=True)
         original = await self.bot.services.generation.job(actor_of(interaction), job_id)
@@ -169,9 +117,9 @@ class GenerateCog(commands.Cog):
         guild_locale = interaction.guild_locale.value if interaction.guild_locale else locale
         try:
             channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
-            status = await channel.send(
-                embed=status_embed(job, f"<@{job.user_id}>", guild_locale), view=status_view(job.id, guild_locale)
-            )
+            view = status_view(job.id, guild_locale)
+            status = await channel.send(embed=status_embed(job, f"<@{job.user_id}>", guild_locale), view=view)
+            view.stop()  # clicks arrive through the registered dynamic items, also after a restart
         except discord.HTTPException as exc:
             log.warning("job %d: could not post its status message (%s)", job.id, exc.status)
             await interaction.followup.send(t("generate.queued_no_status", locale, job=job.id), ephemeral=True)
@@ -184,5 +132,5 @@ class GenerateCog(commands.Cog):
 
 
 async def setup(bot: Castbot) -> None:
-    bot.add_dynamic_items(CancelButton, RerollButton, MakeCharacterButton)
+    bot.add_dynamic_items(*JOB_BUTTONS)
     await bot.add_cog(GenerateCog(bot))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from urllib.parse import parse_qs, urlsplit
 
 from bot.db import Database
 from bot.providers.base import CharacterHandle, ProviderError, Rejected, RejectReason, VideoProvider
@@ -20,6 +21,21 @@ from bot.store import characters as store
 REFUSING = (RejectReason.UNSUPPORTED, RejectReason.MODERATION)
 NOT_A_REFUSAL = {"clip_url_missing"}  # relay: no clip URL known *now*; a later upload may bring one
 REMEMBERED = "refused"  # the code of a Rejected raised from a stored refusal
+URL_MARGIN = 300.0  # seconds: the provider fetches a clip URL some time after we send it
+
+
+def unexpired(url: str | None, now: float) -> str | None:
+    """`url`, unless it is a signed Discord CDN URL past (or close to) its `ex` expiry: sending
+    one would only make the provider fail to fetch it. Then the provider says it needs a clip
+    URL, and the job moves on to a provider that takes the stored clip."""
+    if url is None:
+        return None
+    ex = parse_qs(urlsplit(url).query).get("ex")
+    try:
+        expires = int(ex[0], 16) if ex else None
+    except ValueError:
+        return url
+    return url if expires is None or expires - URL_MARGIN > now else None
 
 
 def is_refusal(error: ProviderError) -> bool:
@@ -34,6 +50,10 @@ class HandleRegistry:
         # one registration per (character, provider) at a time: a second caller waits, then
         # finds the handle the first one stored
         self._locks = KeyedLocks()
+        # The last clip URL seen per character (the member's upload on Discord's CDN). A provider
+        # that registers only from a URL (the relay) can then still register at first use when
+        # it could not at creation. Kept in memory: such URLs are signed and expire anyway.
+        self._clip_urls: dict[int, str] = {}
 
     @property
     def busy(self) -> int:
@@ -43,6 +63,10 @@ class HandleRegistry:
     async def ensure(
         self, character: UsableCharacter, provider: VideoProvider, *, clip_url: str | None = None
     ) -> CharacterHandle:
+        if clip_url:
+            self._clip_urls[character.character_id] = clip_url
+        else:
+            clip_url = unexpired(self._clip_urls.get(character.character_id), self._clock())
         async with self._locks.hold((character.character_id, provider.name)):
             known = await self._known(character, provider.name)
             if known is not None:

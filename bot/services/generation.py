@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bot.db import Database
@@ -66,6 +66,16 @@ class GenerateCommand:
     orientation: str | None = None
     quality: str | None = None
     provider: str | None = None
+
+
+@dataclass(frozen=True)
+class RouteStep:
+    """One provider of a job's chain: sent to (accepted/ambiguous/...) or passed over (not_sent)."""
+
+    provider: str
+    outcome: str  # the attempt state: accepted, not_sent, rejected, ambiguous, sending
+    error_class: str | None  # the ProviderError class name, e.g. QuotaExhausted
+    error: str | None  # safe to show a member
 
 
 @dataclass(frozen=True)
@@ -194,18 +204,22 @@ class GenerationService:
             provider = self._providers.get(name)
             if provider is None:
                 last_error = Rejected(name, "this provider is no longer configured", reason=RejectReason.UNSUPPORTED)
+                await self._note_skip(job_id, last_error)
                 continue
             if not await self._health.allow(name):
-                last_error = Rejected(
-                    name, "paused after repeated failures", code="breaker_open", reason=RejectReason.UNSUPPORTED
-                )
+                last_error = await self._blocked(name)
+                await self._note_skip(job_id, last_error)
                 continue
             try:
                 refs = await self._refs_for(characters, provider)
             except ProviderError as exc:
                 await self._health.record(name, ok=False, error=exc, phase="submit")
                 last_error = exc
-                if fallback_allowed(exc) and has_next:
+                await self._note_skip(job_id, exc)
+                # No video was requested, and this provider refusing a character (or its clip
+                # URL having expired) says nothing about the next one, which registers from the
+                # stored clip: always safe to move on.
+                if has_next:
                     continue
                 break
             outcome = await self._attempt(job, provider, refs, has_next)
@@ -218,6 +232,30 @@ class GenerationService:
                 break
         assert last_error is not None
         return await self._give_up(job_id, last_error)
+
+    async def _blocked(self, name: str) -> Rejected:
+        state = await self._health.state(name)
+        if state.state == "disabled":
+            message = f"turned off until a moderator turns it back on ({state.reason or 'account problem'})"
+            return Rejected(name, message, code="disabled", reason=RejectReason.UNSUPPORTED)
+        return Rejected(name, "paused after repeated failures", code="breaker_open", reason=RejectReason.UNSUPPORTED)
+
+    async def _note_skip(self, job_id: int, error: ProviderError) -> None:
+        """Record a provider of the chain that was passed over without a request, and why: the
+        final message tells the member which provider ran and why the earlier ones did not."""
+        now = self._clock()
+        async with self._db.transaction() as conn:
+            client_ref = await store.start_attempt(conn, job_id, error.provider, now)
+            await store.finish_attempt(
+                conn, client_ref, "not_sent", now, error_class=type(error).__name__, error=error.message
+            )
+
+    async def route_history(self, job_id: int) -> list[RouteStep]:
+        """Every provider the job went to or passed over, in order (for the final message)."""
+        return [
+            RouteStep(r["provider"], r["state"], r["error_class"], r["error"])
+            for r in await store.attempts_for(self._db, job_id)
+        ]
 
     async def _refs_for(self, characters: Sequence[UsableCharacter], provider: VideoProvider) -> list[CharacterRef]:
         """Registers characters lazily on `provider` (ensure_handle remembers real refusals)."""
@@ -240,6 +278,8 @@ class GenerationService:
             client_ref = await store.start_attempt(conn, job.id, provider.name, now)
         crash_point("after_attempt")
         request = request_of(job, refs, client_ref)
+        # the router priced this provider's next allowed length; some (the relay) refuse any other
+        request = replace(request, seconds=provider.capabilities.fit_seconds(request.seconds))
         try:
             result = await provider.submit(request)
         except Ambiguous as exc:

@@ -118,7 +118,11 @@ class Tracker:
             try:
                 snapshots = await provider.status([j.external_id for j in jobs if j.external_id])
             except ProviderError as exc:
-                await self._health.record(provider.name, ok=False, error=exc, phase="poll")
+                try:
+                    await self._health.record(provider.name, ok=False, error=exc, phase="poll")
+                except Exception:  # the breaker writes to the database, which may be failing too
+                    report.errors += 1
+                    log.exception("could not record the failed status call to %s", provider.name)
                 for job in jobs:
                     await self._guarded(job, report, self._backoff(job, exc.retry_after))
                 return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import discord
 
 from bot.i18n import t
+from bot.services.generation import RouteStep
 from bot.services.money import format_usd
 from bot.store.jobs import JobRow
 
@@ -52,3 +53,46 @@ def failure_text(job: JobRow, locale: str) -> str:
         )
     kind = "moderation" if job.error_code == "moderation" else "expired" if job.error_code == "expired" else job.state
     return t(f"delivery.failed.{kind}", locale, user=user, job=job.id, reason=reason, amount=amount)
+
+
+# The adapters raise these when a provider's account, not the request, is the problem; the
+# breaker then turns the provider off for the whole bot until a moderator turns it back on.
+ACCOUNT_PROBLEMS = ("AuthFailed", "QuotaExhausted")
+# Outcomes that made no job at the provider: safe to move on to another provider.
+NOT_SENT = ("NotSent", "Unavailable", "RateLimited", *ACCOUNT_PROBLEMS)
+
+
+def _reason(step: RouteStep) -> str:
+    return discord.utils.escape_mentions(step.error or "no reason given")
+
+
+def route_notes(job: JobRow, steps: list[RouteStep], locale: str, *, fallback_possible: bool = False) -> list[str]:
+    """Lines added to a job's final message about its providers.
+
+    - it fell back: which provider ran and why each earlier one did not;
+    - a provider was turned off after an account problem: moderators are told how to turn it on;
+    - it failed on a provider that made nothing, with fallback off while another provider could
+      have run it (`fallback_possible`): moderators are told fallback exists.
+    """
+    notes: list[str] = []
+    if job.state in ("succeeded", "delivered") and job.provider:
+        # the latest word of each provider passed over (one may have been retried before)
+        passed = {s.provider: s for s in steps if s.provider != job.provider and s.outcome in ("not_sent", "rejected")}
+        if passed:
+            items = [t("delivery.fallback_item", locale, first=p, reason=_reason(s)) for p, s in passed.items()]
+            notes.append(t("delivery.fallback", locale, provider=job.provider, reasons="; ".join(items)))
+    disabled: dict[str, RouteStep] = {}
+    for step in steps:
+        if step.error_class in ACCOUNT_PROBLEMS:
+            disabled.setdefault(step.provider, step)
+    notes += [t("delivery.provider_disabled", locale, provider=p, reason=_reason(s)) for p, s in disabled.items()]
+    last = steps[-1] if steps else None
+    if (
+        fallback_possible
+        and job.state == "failed"
+        and last is not None
+        and last.error_class in NOT_SENT
+        and last.error_class not in ACCOUNT_PROBLEMS
+    ):
+        notes.append(t("delivery.fallback_off", locale, provider=last.provider))
+    return notes

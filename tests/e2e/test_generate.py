@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import av
 import pytest
@@ -38,6 +39,14 @@ async def wait_result(sandbox: DiscordSandbox, world: World, job: int, timeout: 
         return None
 
     return await sandbox.wait_for(found, timeout, f"the result of job #{job}")
+
+
+async def wait_row(bot: Castbot, sql: str, timeout: float = 10) -> Any:
+    """Poll the bot's database until `sql` returns a row (the bot commits after Discord answers)."""
+    async with asyncio.timeout(timeout):
+        while (row := await bot.db.fetchone(sql)) is None:
+            await asyncio.sleep(0.02)
+    return row
 
 
 def duration_of(data: bytes, tmp_path: Path) -> float:
@@ -167,3 +176,46 @@ async def test_imported_character_works_until_the_owner_revokes_it(
     assert [j["id"] for j in jobs] == [1]  # the refused request left no job and no hold
     holds = await castbot.db.fetchall("SELECT job_id FROM ledger WHERE kind = 'hold'")
     assert [h["job_id"] for h in holds] == [1]
+
+
+async def test_result_buttons_reroll_and_make_character(
+    sandbox: DiscordSandbox, world: World, castbot: Castbot, clip_bytes: bytes
+) -> None:
+    await create_character(sandbox, world, "Mira", clip_bytes)
+    first = await sandbox.invoke(world.guild, world.channel, world.member, "generate", prompt="@Mira bows", seconds=2)
+    await first.wait_final_message(timeout=10)
+    result = await wait_result(sandbox, world, 1)
+
+    # Re-roll: the same request again, as a new job with its own hold
+    reroll = await sandbox.click(result, "castbot:reroll:1", world.member)
+    assert "Job #2 is queued" in (await reroll.wait_final_message(timeout=10)).content
+    await wait_result(sandbox, world, 2)
+    second = await castbot.db.fetchone("SELECT prompt, request_json FROM jobs WHERE id = 2")
+    original = await castbot.db.fetchone("SELECT prompt, request_json FROM jobs WHERE id = 1")
+    assert second is not None
+    assert original is not None
+    assert (second["prompt"], second["request_json"]) == (original["prompt"], original["request_json"])
+
+    # Make character: asks for a name, then extracts a character from the finished video
+    make = await sandbox.click(result, "castbot:mkchar:1", world.member)
+    await make.wait_modal()
+    submitted = await sandbox.submit_modal(make, {"name": "MiraTwo", "description": "from job 1"})
+    created = await submitted.wait_final_message(timeout=20)
+    assert "Created `@MiraTwo`" in created.content
+    row = await castbot.db.fetchone("SELECT source_job_id FROM characters WHERE name = 'MiraTwo'")
+    assert row is not None
+    assert row["source_job_id"] == 1
+
+
+async def test_no_permission_in_the_channel_sends_the_video_by_dm(
+    sandbox: DiscordSandbox, world: World, castbot: Castbot
+) -> None:
+    handle = await sandbox.invoke(world.guild, world.channel, world.member, "generate", prompt="rain on a window")
+    reply = await handle.wait_final_message(timeout=10)
+    assert "Job #1" in reply.content
+    world.channel.deny_bot()  # the bot loses Send Messages before the result is ready
+    dm = sandbox.dm_channel(world.member)
+    message = await sandbox.wait_for(lambda: next((m for m in dm.messages if m.attachments), None), 30)
+    assert "job #1" in message.content
+    job = await wait_row(castbot, "SELECT state, notified_at FROM jobs WHERE id = 1 AND notified_at IS NOT NULL")
+    assert job["state"] == "delivered"  # the result is kept for /jobs even though the channel refused it
