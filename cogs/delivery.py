@@ -37,6 +37,9 @@ class DeliveryCog(commands.Cog):
         self.bot = bot
         self._task: asyncio.Task[None] | None = None
         self._dispatching: dict[int, asyncio.Task[None]] = {}
+        # posts run in their own tasks: a Discord outage retried inside discord.py (up to ~25 s)
+        # must not hold up polling and dispatch for every other job
+        self._posting: dict[int, asyncio.Task[None]] = {}
         self._edited: dict[int, tuple[float, str, int | None]] = {}
 
     async def cog_load(self) -> None:
@@ -48,7 +51,7 @@ class DeliveryCog(commands.Cog):
         self._task = asyncio.create_task(self._run(), name="delivery-loop")
 
     async def cog_unload(self) -> None:
-        tasks = [t for t in (self._task, *self._dispatching.values()) if t is not None]
+        tasks = [t for t in (self._task, *self._dispatching.values(), *self._posting.values()) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -135,12 +138,22 @@ class DeliveryCog(commands.Cog):
 
     async def _deliver_finished(self) -> None:
         for job in await self.bot.services.delivery.pending():
+            if job.id not in self._posting:
+                self._posting[job.id] = asyncio.create_task(self._deliver(job), name=f"post-{job.id}")
+
+    async def _deliver(self, job: JobRow) -> None:
+        try:
+            await self._post_final(job)
+        except Exception:
+            log.exception("posting job %d failed", job.id)
             try:
-                await self._post_final(job)
-            except Exception:
-                log.exception("posting job %d failed", job.id)
                 if not await self.bot.services.delivery.retry_later(job.id):
                     await self.bot.services.delivery.mark_posted(job.id, None)
+            except Exception:
+                log.exception("could not reschedule the post of job %d", job.id)
+        finally:
+            self._posting.pop(job.id, None)
+            self.bot.services.wake_loop()
 
     async def _channel_locale(self, job: JobRow) -> str:
         settings = await self.bot.services.guilds.get(job.guild_id)
