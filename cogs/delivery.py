@@ -181,8 +181,15 @@ class DeliveryCog(commands.Cog):
             if job.result_path and size <= limit:
                 file_path = Path(job.result_path)
             else:
+                key = "delivery.too_large_link" if job.result_url else "delivery.too_large"
                 content = t(
-                    "delivery.too_large", locale, user=user, job=job.id, size=human_size(size), limit=human_size(limit)
+                    key,
+                    locale,
+                    user=user,
+                    job=job.id,
+                    size=human_size(size),
+                    limit=human_size(limit),
+                    url=job.result_url or "",
                 )
         # which provider ran and why the earlier ones did not; providers turned off; fallback hint
         fallback_possible = False

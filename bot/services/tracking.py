@@ -204,6 +204,7 @@ class Tracker:
             return False
         digest = await asyncio.to_thread(sha256_file, result.path)
         cost = provider.actual_cost(request_of(job), snapshot)
+        link = snapshot.download_url if (snapshot.download_url or "").startswith(("https://", "http://")) else None
         done = await self._settle(
             job,
             "succeeded",
@@ -211,6 +212,7 @@ class Tracker:
             result_path=str(result.path),
             result_sha256=digest,
             result_size=result.size,
+            result_url=link,
             progress=100,
         )
         if done:

@@ -44,6 +44,7 @@ class JobRow:
     result_path: str | None
     result_sha256: str | None
     result_size: int | None
+    result_url: str | None
     created_at: float
     updated_at: float
 
@@ -75,6 +76,7 @@ class JobRow:
             result_path=row["result_path"],
             result_sha256=row["result_sha256"],
             result_size=row["result_size"],
+            result_url=row["result_url"],
             created_at=row["created_at"],
             updated_at=row["updated_at"],
         )

@@ -401,6 +401,10 @@ async def test_oversize_video_gets_a_clear_message_and_is_never_uploaded(
 
     assert "over this server's upload limit of 10.0 MiB" in message.content, message.content
     assert "10.5 MiB" in message.content
+    # where the provider gave its own link to the video, that is the best thing to offer instead
+    assert (job["result_url"] is not None) == (sim.name != "openai")  # openai's needs our key
+    if job["result_url"] is not None:
+        assert job["result_url"] in message.content
     assert message.attachments == []
     # downloaded whole and kept, but never offered to Discord
     assert job["result_size"] == len(big)
