@@ -6,30 +6,58 @@ locale are merged and a message id may appear in only one of them. English is co
 definition; a missing key in another locale falls back to English so a half-translated catalog
 never breaks a reply. Command names and descriptions use the same catalog through
 `CastbotTranslator`, keyed by `cmd.*` ids carried in `locale_str` extras.
+
+Inside a message, besides plain `{name}` fields:
+- `{count:one=# video|other=# videos}` picks the plural form for the reader's language
+  (bot/plurals.py has the rules and the syntax);
+- `{seconds:number}` writes a number the reader's way (`2,5` in German);
+- a `Money` value is written in the reader's currency style (`5,50 $`), and any value with a
+  `localized(locale)` method renders itself in the reader's language.
+
+Locales resolve exact → language → another catalog of the same language (`es-419` reads
+`es-ES`, `zh-TW` reads `zh-CN`) → English.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
+import string
+import unicodedata
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from discord import Locale, app_commands
+from discord.app_commands import TranslationContextLocation as Where
+
+from bot.plurals import format_number, language, parse_forms, select
+from bot.services.money import Money, format_usd
 
 log = logging.getLogger(__name__)
 
 LOCALES_DIR = Path(__file__).resolve().parent / "locales"
 DEFAULT_LOCALE = "en"
+# Options whose names are not renamed with `cmd(...)` are looked up as `cmd.option.<name>`.
+OPTION_PREFIX = "cmd.option."
+
+NAME_MAX, DESCRIPTION_MAX, CHOICE_MAX = 32, 100, 100
+
+
+@runtime_checkable
+class Localizable(Protocol):
+    """A message parameter that knows how to show itself in a language (e.g. a list of reasons)."""
+
+    def localized(self, locale: str) -> str: ...
 
 
 @cache
 def catalog(locale: str) -> Mapping[str, str]:
     merged: dict[str, str] = {}
     directory = LOCALES_DIR / locale
-    if not directory.is_dir():
+    if locale not in available_locales() or not directory.is_dir():
         return merged
     for path in sorted(directory.glob("*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -42,38 +70,106 @@ def catalog(locale: str) -> Mapping[str, str]:
     return merged
 
 
+@cache
+def _locales() -> tuple[str, ...]:
+    return tuple(sorted(p.name for p in LOCALES_DIR.iterdir() if p.is_dir()))
+
+
 def available_locales() -> list[str]:
-    return sorted(p.name for p in LOCALES_DIR.iterdir() if p.is_dir())
+    return list(_locales())
 
 
 def resolve_locale(locale: str | Locale | None) -> str:
-    """The catalog to use for a Discord locale: exact (`pt-BR`), then language (`pt`), then English."""
+    """The catalog for a Discord locale: exact (`pt-BR`), language (`en-GB` → `en`), another
+    catalog of that language (`es-419` → `es-ES`), then English."""
     if locale is None:
         return DEFAULT_LOCALE
-    code = str(locale.value if isinstance(locale, Locale) else locale)
-    if catalog(code):
+    code = str(locale.value if isinstance(locale, Locale) else locale).replace("_", "-")
+    known = _locales()
+    if code in known:
         return code
-    language = code.split("-", 1)[0]
-    if catalog(language):
-        return language
-    return DEFAULT_LOCALE
+    lang = code.split("-", 1)[0].lower()
+    if lang in known:
+        return lang
+    return next((c for c in known if c.split("-", 1)[0].lower() == lang), DEFAULT_LOCALE)
+
+
+class _Formatter(string.Formatter):
+    def __init__(self, locale: str) -> None:
+        super().__init__()
+        self.locale = locale
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        if isinstance(value, Localizable):
+            value = value.localized(self.locale)
+        if isinstance(value, Money):
+            return format_usd(value.micros, format_spec or self.locale)
+        forms = parse_forms(format_spec)
+        if forms is not None:
+            return select(forms, value, self.locale)
+        if format_spec == "number":
+            return format_number(value, self.locale)
+        return super().format_field(value, format_spec)
+
+
+def _render(text: str, locale: str, params: Mapping[str, Any]) -> str:
+    return _Formatter(locale).vformat(text, (), params)
 
 
 def t(key: str, locale: str | Locale | None = None, /, **params: Any) -> str:
     """The message `key` in `locale`, formatted with `params`."""
-    text = catalog(resolve_locale(locale)).get(key)
+    code = resolve_locale(locale)
+    text = catalog(code).get(key)
     if text is None:
-        text = catalog(DEFAULT_LOCALE).get(key)
+        code, text = DEFAULT_LOCALE, catalog(DEFAULT_LOCALE).get(key)
     if text is None:
         # A programming error, but never show a member a traceback for it.
         log.error("missing message id %r", key)
         return key
-    return text.format(**params) if params else text
+    if not params:
+        return text
+    try:
+        return _render(text, code, params)
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError):
+        log.exception("message %r (%s) does not fit its parameters %s", key, code, sorted(params))
+    english = catalog(DEFAULT_LOCALE).get(key, key)
+    try:
+        return _render(english, DEFAULT_LOCALE, params)
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError):
+        return english
 
 
 def cmd(key: str) -> app_commands.locale_str:
     """A command name/description: Discord gets the English text; the translator looks up `key`."""
     return app_commands.locale_str(t(key, DEFAULT_LOCALE), key=key)
+
+
+def is_command_name(text: str) -> bool:
+    """Discord's rule for slash command, subcommand and option names: 1–32 of `-`, `_`, letters
+    and digits (any script), lowercase where the script has case."""
+    if not 1 <= len(text) <= NAME_MAX or text != text.lower():
+        return False
+    return all(c in "-_" or unicodedata.category(c)[0] in "LN" or _indic(c) for c in text)
+
+
+_INDIC = re.compile(r"[\u0900-\u097f\u0e00-\u0e7f]")  # Devanagari and Thai marks are allowed too
+
+
+def _indic(char: str) -> bool:
+    return bool(_INDIC.match(char))
+
+
+def fits_discord(text: str, location: Where, data: object = None) -> bool:
+    """Whether Discord accepts `text` at this place of a command payload."""
+    if location in (Where.command_description, Where.group_description, Where.parameter_description):
+        return 1 <= len(text) <= DESCRIPTION_MAX
+    if location is Where.choice_name:
+        return 1 <= len(text) <= CHOICE_MAX
+    if location is Where.command_name and isinstance(data, app_commands.ContextMenu):
+        return 1 <= len(text) <= NAME_MAX  # menu names may have spaces and capitals
+    if location in (Where.command_name, Where.group_name, Where.parameter_name):
+        return is_command_name(text)
+    return True
 
 
 class CastbotTranslator(app_commands.Translator):
@@ -86,10 +182,18 @@ class CastbotTranslator(app_commands.Translator):
         context: app_commands.TranslationContextTypes,
     ) -> str | None:
         key = string.extras.get("key")
+        if not key and context.location is Where.parameter_name:
+            key = OPTION_PREFIX + string.message
         if not key:
             return None
-        code = locale.value
-        text = catalog(code).get(key) or catalog(code.split("-", 1)[0]).get(key)
-        if text is None or code.split("-", 1)[0] == DEFAULT_LOCALE:
+        code = resolve_locale(locale)
+        if language(code) == language(DEFAULT_LOCALE):
+            return None
+        text = catalog(code).get(key)
+        if text is None:
+            return None
+        if not fits_discord(text, context.location, context.data):
+            # Discord would refuse the whole sync for one bad name: keep the English one instead.
+            log.error("translation %s of %r is not allowed by Discord here: %r", code, key, text)
             return None
         return text

@@ -114,7 +114,9 @@ class GenerateCog(commands.Cog, name=GENERATE_COG):
         if admitted.duplicate:
             await interaction.followup.send(t("generate.duplicate", locale, job=job.id), ephemeral=True)
             return
-        guild_locale = interaction.guild_locale.value if interaction.guild_locale else locale
+        # channel posts speak the server's language: the /settings choice, else Discord's guild locale
+        configured = (await services.guilds.get(job.guild_id)).locale
+        guild_locale = configured or (interaction.guild_locale.value if interaction.guild_locale else locale)
         try:
             channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
             view = status_view(job.id, guild_locale)

@@ -82,7 +82,8 @@ STYLES: dict[str, _Style] = {
     "en": _EN,
     "de": _Style("", f"{NBSP}$", ",", "."),
     "es": _Style("", f"{NBSP}$", ",", "."),
-    "pt": _Style("", f"{NBSP}$", ",", "."),
+    # Brazilians write foreign dollars before the amount, as CLDR pt does: `US$ 5,50`.
+    "pt": _Style(f"US${NBSP}", "", ",", "."),
     "fr": _Style("", f"{NBSP}$", ",", NNBSP),
     "ru": _Style("", f"{NBSP}$", ",", NBSP),
     "zh": _Style("US$", "", ".", ","),
@@ -97,7 +98,7 @@ def _style(locale: str | None) -> _Style:
 
 
 def format_usd(micros: int, locale: str | None = "en") -> str:
-    """`$5.50` (en), `5,50 $` (de/fr/es/pt/ru, no-break space), `US$5.50` (zh).
+    """`$5.50` (en), `5,50 $` (de/fr/es/ru, no-break space), `US$ 5,50` (pt), `US$5.50` (zh).
 
     Whole cents show two decimals; sub-cent amounts (per-second prices) show up to four, so a
     tiny cost never reads as `$0.00`.

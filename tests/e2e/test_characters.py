@@ -202,7 +202,7 @@ async def test_public_share_import_then_revoke_refuses_use_in_the_other_guild(
 
     revoked = await run(sandbox, world.guild, world.channel, world.member, "character share", name="fox",
                         visibility="private")  # fmt: skip
-    assert "now private" in revoked.content and "1 other server(s) imported it" in revoked.content
+    assert "now private" in revoked.content and "1 other server imported it" in revoked.content
 
     with pytest.raises(UnknownCharacters) as refused:
         await service.resolve_for_generation(elsewhere, ["vulpes"])

@@ -109,7 +109,7 @@ def test_comma_and_dot_decimals_agree(units: int, cents: int) -> None:
         ("de", "5,50\u00a0$"),
         ("fr", "5,50\u00a0$"),
         ("es-ES", "5,50\u00a0$"),
-        ("pt-BR", "5,50\u00a0$"),
+        ("pt-BR", "US$\u00a05,50"),
         ("ru", "5,50\u00a0$"),
         ("zh-CN", "US$5.50"),
         ("ja", "$5.50"),  # not in the table yet: English style
