@@ -4,6 +4,12 @@ One pass (`poll_once`) looks only at jobs whose `next_poll_at` is due, groups th
 (batched status calls where the provider allows), and schedules each job's next look from the
 provider's hint, clamped to POLL_MIN/POLL_MAX — there are no per-job sleeps. Any failure is
 contained to its job or provider: the pass always completes.
+
+Cost at scale (bench/tracking_scale.py): a job that reports progress is next looked at when it
+should be done, never sooner than the provider's hint; a batch-status provider's partial batch
+is topped up with the jobs due next, so its requests go out full; the results of a batch are
+applied concurrently (downloads bounded per provider) and the progress of a whole pass is written
+in one transaction.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ log = logging.getLogger(__name__)
 
 POLLED = ("queued", "running", "ambiguous", "expired")
 BATCH = 50
+DOWNLOADS_PER_PROVIDER = 8  # concurrent video downloads per provider (each streams to disk)
+TRACKED = ("queued", "running", "expired")  # polled by status (ambiguous ones are reconciled)
 MAX_MISSING_POLLS = 5  # the provider keeps saying it does not know the job
 RELEASE_AFTER_EXPIRY = 24 * 3600  # an expired job's hold is kept this long in case it still bills
 MAX_VIDEO_BYTES = 512 * 1024 * 1024
@@ -52,6 +60,8 @@ class PollReport:
     succeeded: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
     errors: int = 0
+    # still-running jobs' new progress and next look, written together at the end of the pass
+    progress: list[store.Progress] = field(default_factory=list, compare=False, repr=False)
 
 
 class Tracker:
@@ -83,22 +93,61 @@ class Tracker:
         self._limits: defaultdict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(per_provider_concurrency)
         )
+        self._downloads: defaultdict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(DOWNLOADS_PER_PROVIDER)
+        )
+        self._tracked: dict[str, int] = {}  # jobs polled per provider, refreshed every POLL_MIN
+        self._tracked_at = float("-inf")
 
-    def _interval(self, job: JobRow, hint: float | None) -> float:
-        """Provider hints win inside [min, max]; without one, back off as the job ages."""
-        if hint is not None:
-            return min(self._poll_max, max(self._poll_min, hint))
+    def _interval(self, job: JobRow, hint: float | None, progress: int | None = None, sharing: int = 1) -> float:
+        """When to look at a job again, inside [POLL_MIN, POLL_MAX].
+
+        A provider's hint is the soonest we look. A job reporting progress is looked at when its
+        rate so far says it will be done: a long render costs a few requests, not one per hint,
+        and near its end it is polled at the hint's pace. Otherwise back off as the job ages;
+        when `sharing` jobs split each (batched) status request, proportionally more slowly."""
+        floor = max(self._poll_min, hint or 0.0)
         age = max(0.0, self._clock() - job.created_at)
-        return min(self._poll_max, max(self._poll_min, age * 0.1))
+        if progress is not None and 0 < progress < 100:
+            wanted = age * (100 - progress) / progress
+        elif hint is not None:
+            wanted = hint
+        else:
+            wanted = age * 0.1 / max(1, sharing)
+        return min(self._poll_max, max(floor, wanted))
+
+    def _sharing(self, provider: VideoProvider) -> int:
+        """How many jobs one status request of `provider` covers (its batches go out full)."""
+        if not provider.capabilities.batch_status:
+            return 1
+        return max(1, min(BATCH, self._tracked.get(provider.name, 1)))
 
     async def poll_once(self) -> PollReport:
         report = PollReport()
-        due = await store.due(self._db, self._clock(), POLLED)
+        now = self._clock()
+        due = await store.due(self._db, now, POLLED)
+        if not due:
+            return report
+        if now - self._tracked_at >= self._poll_min:
+            self._tracked = await store.count_by_provider(self._db, TRACKED)
+            self._tracked_at = now
         groups: dict[str, list[JobRow]] = defaultdict(list)
         for job in due:
             groups[job.provider or ""].append(job)
         await asyncio.gather(*(self._poll_provider(name, jobs, report) for name, jobs in groups.items()))
+        await self._record_progress(report)
         return report
+
+    async def _record_progress(self, report: PollReport) -> None:
+        if not report.progress:
+            return
+        try:
+            async with self._db.transaction() as conn:
+                await store.record_progress(conn, report.progress, self._clock())
+        except Exception:
+            # the jobs stay due and are simply polled again on the next pass
+            report.errors += 1
+            log.exception("could not record the progress of %d jobs; they will be polled again", len(report.progress))
 
     async def _poll_provider(self, name: str, jobs: list[JobRow], report: PollReport) -> None:
         provider = self._providers.get(name)
@@ -110,6 +159,12 @@ class Tracker:
         for job in (j for j in jobs if j.state == "ambiguous"):
             await self._guarded(job, report, self._reconcile(provider, job))
         size = BATCH if provider.capabilities.batch_status else 1
+        if size > 1 and tracked and len(tracked) % size:
+            # a request costs the same full or not: fill it with the jobs due next
+            now = self._clock()
+            tracked += await store.due_next(
+                self._db, name, TRACKED, now, now + self._poll_max, size - len(tracked) % size
+            )
         chunks = [tracked[i : i + size] for i in range(0, len(tracked), size)]
         await asyncio.gather(*(self._poll_chunk(provider, chunk, report) for chunk in chunks))
 
@@ -131,10 +186,13 @@ class Tracker:
                 for job in jobs:
                     await self._guarded(job, report, self._backoff(job, None))
                 return
-        for job in jobs:
-            report.polled += 1
-            snapshot = snapshots.get(job.external_id or "")
-            await self._guarded(job, report, self._apply(provider, job, snapshot, report))
+        report.polled += len(jobs)
+        await asyncio.gather(
+            *(
+                self._guarded(job, report, self._apply(provider, job, snapshots.get(job.external_id or ""), report))
+                for job in jobs
+            )
+        )
 
     async def _guarded(self, job: JobRow, report: PollReport, work: object) -> None:
         """Run one job's step; an exception is logged and the job is simply looked at later."""
@@ -178,23 +236,23 @@ class Tracker:
             await self._expire(job)
             return
         state = "queued" if snapshot.status == JobStatus.QUEUED else "running"
-        async with self._db.transaction() as conn:
-            if job.state in ("queued", "running") and state != job.state:
-                await store.transition(conn, job.id, (job.state,), state, now)
-            await store.update_fields(
-                conn,
-                job.id,
-                now,
+        interval = self._interval(job, snapshot.poll_after, snapshot.progress, self._sharing(provider))
+        report.progress.append(
+            store.Progress(
+                job_id=job.id,
+                state=job.state,
+                new_state=state if job.state in ("queued", "running") else job.state,
                 progress=snapshot.progress,
-                poll_failures=0,
-                next_poll_at=now + self._interval(job, snapshot.poll_after),
+                next_poll_at=now + interval,
             )
+        )
 
     async def _finish_success(self, provider: VideoProvider, job: JobRow, snapshot: JobSnapshot) -> bool:
         self._videos.mkdir(parents=True, exist_ok=True)
         dest = self._videos / f"job-{job.id}.mp4"
         try:
-            result = await provider.download(snapshot, dest, MAX_VIDEO_BYTES)
+            async with self._downloads[provider.name]:
+                result = await provider.download(snapshot, dest, MAX_VIDEO_BYTES)
         except Rejected as exc:
             # Made and billed, but we cannot fetch it: capture, and tell the member plainly.
             await self._settle(job, "failed", provider.actual_cost(request_of(job), snapshot), error=exc)

@@ -173,6 +173,47 @@ async def due(db: Database, now: float, states: Sequence[str], limit: int = 500)
     return [JobRow.from_row(r) for r in rows]
 
 
+async def due_next(
+    db: Database, provider: str, states: Sequence[str], after: float, until: float, limit: int
+) -> list[JobRow]:
+    """`provider`'s jobs in `states` that fall due next (after `after`, up to `until`), soonest first:
+    what fills a batched status request that would otherwise go out partly empty."""
+    rows = await db.fetchall(
+        f"SELECT * FROM jobs WHERE state IN ({','.join('?' for _ in states)}) AND next_poll_at > ?"
+        " AND next_poll_at <= ? AND provider = ? AND external_id IS NOT NULL ORDER BY next_poll_at LIMIT ?",
+        (*states, after, until, provider, limit),
+    )
+    return [JobRow.from_row(r) for r in rows]
+
+
+async def count_by_provider(db: Database, states: Sequence[str]) -> dict[str, int]:
+    rows = await db.fetchall(
+        f"SELECT provider, COUNT(*) FROM jobs WHERE state IN ({','.join('?' for _ in states)}) GROUP BY provider",
+        tuple(states),
+    )
+    return {str(r[0]): int(r[1]) for r in rows}
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A still-running job's latest progress and when to look again."""
+
+    job_id: int
+    state: str  # as read: the update is compare-and-set on it
+    new_state: str
+    progress: int | None
+    next_poll_at: float
+
+
+async def record_progress(conn: aiosqlite.Connection, rows: Sequence[Progress], now: float) -> None:
+    """One statement for a whole polling pass; a job whose state moved meanwhile is left alone."""
+    await conn.executemany(
+        "UPDATE jobs SET state = ?, progress = ?, poll_failures = 0, next_poll_at = ?, updated_at = ?,"
+        " version = version + (state != ?) WHERE id = ? AND state = ?",
+        [(r.new_state, r.progress, r.next_poll_at, now, r.new_state, r.job_id, r.state) for r in rows],
+    )
+
+
 async def next_due_at(db: Database, states: Sequence[str], *, unnotified_only: bool = False) -> float | None:
     sql = f"SELECT MIN(COALESCE(next_poll_at, 0)) FROM jobs WHERE state IN ({','.join('?' for _ in states)})"
     if unnotified_only:
