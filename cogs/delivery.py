@@ -2,7 +2,8 @@
 
 One long-lived task. It wakes when a job is admitted or when the earliest job is due, never
 sleeps per job, and survives any exception: a failing job, provider, database hiccup or Discord
-error is logged and retried on a later pass.
+error is logged and retried on a later pass. The pass itself never waits on Discord: dispatches,
+posts and status-message edits (`StatusEdits`, paced per channel) run in tasks of their own.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +23,20 @@ from bot.app import Castbot
 from bot.faults import crash_point
 from bot.i18n import t
 from bot.services.money import format_usd
+from bot.services.status_edits import StatusEdits
 from bot.store.jobs import JobRow
 from bot.ui.generation import failure_text, human_size, route_notes, status_embed
 from bot.ui.job_buttons import result_view, status_view
 
 log = logging.getLogger(__name__)
 
-STATUS_EDIT_EVERY = 10.0  # seconds between edits of one job's status message
+STATUS_EDIT_EVERY = 10.0  # a job's status message shows a new progress step at most this often (seconds)
+STATUS_CHANGES_PER_PASS = 1000
+# Submissions in flight at once. Each takes the database's single writer several times: hundreds
+# at once (a burst of /generate) would make every reply wait for the writer. Jobs beyond the caps
+# stay held and start as slots free up (each finished dispatch wakes the loop).
+DISPATCH_PER_PROVIDER = 8
+DISPATCH_TOTAL = 16
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 IDLE_SECONDS = 5.0
 
@@ -37,14 +46,21 @@ class DeliveryCog(commands.Cog):
         self.bot = bot
         self._task: asyncio.Task[None] | None = None
         self._dispatching: dict[int, asyncio.Task[None]] = {}
+        self._dispatch_provider: dict[int, str | None] = {}
         # posts run in their own tasks: a Discord outage retried inside discord.py (up to ~25 s)
         # must not hold up polling and dispatch for every other job
         self._posting: dict[int, asyncio.Task[None]] = {}
-        self._edited: dict[int, tuple[float, str, int | None]] = {}
+        self.status_edits = StatusEdits(
+            lambda job_id: self.bot.services.delivery.job(job_id),
+            lambda job, final: self._edit_status(job, final=final),
+            progress_every=STATUS_EDIT_EVERY,
+        )
 
     async def cog_load(self) -> None:
         # Runs inside setup_hook, before the gateway connects: no command can arrive before this.
         services = self.bot.services
+        # status edits follow changes from here on, including what recovery changes
+        await services.delivery.watch_status_changes()
         open_jobs = await services.generation.recover()
         drift = await services.budget.audit_and_report()
         log.info("recovered open jobs %s; ledger drift in %d counters", open_jobs or "none", len(drift))
@@ -57,6 +73,7 @@ class DeliveryCog(commands.Cog):
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.status_edits.close()
 
     async def _run(self) -> None:
         await self.bot.wait_until_ready()
@@ -85,18 +102,25 @@ class DeliveryCog(commands.Cog):
     async def tick(self) -> None:
         """One pass; each step is contained so one failure never starves the others."""
         services = self.bot.services
-        for step in (self._dispatch_held, services.tracker.poll_once, self._edit_statuses, self._deliver_finished):
+        for step in (self._dispatch_held, services.tracker.poll_once, self._note_statuses, self._deliver_finished):
             try:
                 await step()
             except Exception:
                 log.exception("delivery loop step %s failed", getattr(step, "__name__", step))
 
     async def _dispatch_held(self) -> None:
-        for job in await self.bot.services.generation.held_due():
-            if job.id in self._dispatching:
+        if len(self._dispatching) >= DISPATCH_TOTAL:
+            return
+        busy = Counter(self._dispatch_provider.values())
+        # a job being dispatched can still read as held: ask for enough to fill every free slot
+        for job_id, provider in await self.bot.services.delivery.held_due(2 * DISPATCH_PER_PROVIDER):
+            if len(self._dispatching) >= DISPATCH_TOTAL:
+                break
+            if job_id in self._dispatching or busy[provider] >= DISPATCH_PER_PROVIDER:
                 continue
-            task = asyncio.create_task(self._dispatch(job.id), name=f"dispatch-{job.id}")
-            self._dispatching[job.id] = task
+            busy[provider] += 1
+            self._dispatch_provider[job_id] = provider
+            self._dispatching[job_id] = asyncio.create_task(self._dispatch(job_id), name=f"dispatch-{job_id}")
 
     async def _dispatch(self, job_id: int) -> None:
         try:
@@ -106,24 +130,23 @@ class DeliveryCog(commands.Cog):
             await asyncio.sleep(self.bot.settings.poll_min_seconds)
         finally:
             self._dispatching.pop(job_id, None)
+            self._dispatch_provider.pop(job_id, None)
             self.bot.services.wake_loop()
 
     # --- status messages -----------------------------------------------------------------------
 
-    async def _edit_statuses(self) -> None:
-        now = time.monotonic()
-        for job in await self.bot.services.delivery.active_with_status():
-            last = self._edited.get(job.id)
-            if last is not None and (now - last[0] < STATUS_EDIT_EVERY or last[1:] == (job.state, job.progress)):
-                continue
-            if last is None and job.state == "held":
-                continue  # the message was just posted with this state
-            await self._edit_status(job)
-            self._edited[job.id] = (now, job.state, job.progress)
+    async def _note_statuses(self) -> None:
+        """Hand the jobs whose state or progress step changed to the background status edits."""
+        self.status_edits.progress_every = STATUS_EDIT_EVERY  # read each pass: tests turn it down
+        changes = await self.bot.services.delivery.status_changes(STATUS_CHANGES_PER_PASS)
+        self.status_edits.offer(changes)
+        if len(changes) == STATUS_CHANGES_PER_PASS:
+            self.bot.services.wake_loop()  # more are waiting
 
-    async def _edit_status(self, job: JobRow, *, final: bool = False) -> None:
+    async def _edit_status(self, job: JobRow, *, final: bool = False) -> bool:
+        """Show the job's current state on its status message; False if Discord refused."""
         if job.status_message_id is None:
-            return
+            return False
         locale = await self._channel_locale(job)
         message = self.bot.get_partial_messageable(job.channel_id).get_partial_message(job.status_message_id)
         view = None if final else status_view(job.id, locale)
@@ -133,6 +156,8 @@ class DeliveryCog(commands.Cog):
                 view.stop()  # the registered dynamic items handle clicks; keep no per-message view
         except discord.HTTPException as exc:
             log.info("job %d: status message not edited (%s)", job.id, exc.status)
+            return False
+        return True
 
     # --- final messages ------------------------------------------------------------------------
 
@@ -206,8 +231,11 @@ class DeliveryCog(commands.Cog):
             view.stop()  # the registered dynamic items handle clicks; keep no per-message view
         crash_point("after_post")
         await self.bot.services.delivery.mark_posted(job.id, message.id if message else None)
-        await self._edit_status(await self.bot.services.generation.job_row(job.id), final=True)
-        self._edited.pop(job.id, None)
+        done = await self.bot.services.generation.job_row(job.id)
+        if done.status_message_id is not None:
+            # after any edit of it still in flight, and within the channel's pace
+            async with self.status_edits.final_turn(done.channel_id, done.id):
+                await self._edit_status(done, final=True)
 
     async def _send(
         self, job: JobRow, content: str, file_path: Path | None, view: discord.ui.View | None

@@ -124,13 +124,19 @@ class GenerateCog(commands.Cog, name=GENERATE_COG):
             view.stop()  # clicks arrive through the registered dynamic items, also after a restart
         except discord.HTTPException as exc:
             log.warning("job %d: could not post its status message (%s)", job.id, exc.status)
+            services.wake_loop()
             await interaction.followup.send(t("generate.queued_no_status", locale, job=job.id), ephemeral=True)
-        else:
-            await services.generation.set_status_message(job.id, status.id)
+            return
+        # Answer the member before recording the message id: that write waits for the database's
+        # single writer, which a burst of dispatches keeps busy. A job the loop moves on meanwhile
+        # still gets its message edited (recording the id marks it changed, migration 0006).
+        try:
             await interaction.followup.send(
                 t("generate.queued", locale, job=job.id, link=status.jump_url), ephemeral=True
             )
-        services.wake_loop()
+        finally:
+            await services.generation.set_status_message(job.id, status.id)
+            services.wake_loop()
 
 
 async def setup(bot: Castbot) -> None:

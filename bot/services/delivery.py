@@ -1,8 +1,12 @@
-"""What the delivery loop owes the channel, and recording that it was posted (exactly once).
+"""What the delivery loop owes the channel: the final post (exactly once) and status-message edits.
 
 The loop posts a job's final message with a nonce derived from the job id; Discord returns the
 earlier message for a repeated nonce, so a crash between posting and `mark_posted` cannot make a
 second post. A job leaves the pending list only when `mark_posted`/`give_up` commits.
+
+Status messages are edited by `bot.services.status_edits.StatusEdits`, never inside the loop's
+pass: the loop only reads which jobs changed since it last looked (`status_changes`, stamped by
+migration 0006) and hands them over.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections.abc import Callable
 
 from bot.db import Database
 from bot.store import jobs as store
-from bot.store.jobs import JobRow
+from bot.store.jobs import JobRow, StatusChange
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +31,32 @@ class DeliveryService:
         self._db = db
         self._clock = clock
         self._tries: dict[int, int] = {}
+        self._status_seq: int | None = None
 
     async def pending(self, limit: int = 50) -> list[JobRow]:
         """Finished jobs whose final message has not been posted yet, due now."""
         return await store.unnotified(self._db, FINISHED, self._clock(), limit)
 
-    async def active_with_status(self) -> list[JobRow]:
-        return await store.active_with_status_message(self._db)
+    async def job(self, job_id: int) -> JobRow | None:
+        return await store.get(self._db, job_id)
+
+    async def held_due(self, per_provider: int) -> list[tuple[int, str | None]]:
+        """(job id, provider) of held jobs due for dispatch, at most `per_provider` per provider."""
+        return await store.held_due_by_provider(self._db, self._clock(), per_provider)
+
+    async def watch_status_changes(self) -> None:
+        """From now on `status_changes` reports changes made after this call (not the history)."""
+        self._status_seq = await store.last_status_seq(self._db)
+
+    async def status_changes(self, limit: int = 1000) -> list[StatusChange]:
+        """Jobs whose status message may need an edit, changed since the last call, oldest first."""
+        if self._status_seq is None:
+            await self.watch_status_changes()
+        assert self._status_seq is not None
+        changes = await store.status_changes(self._db, self._status_seq, limit)
+        if changes:
+            self._status_seq = changes[-1].seq
+        return changes
 
     async def mark_posted(self, job_id: int, message_id: int | None) -> None:
         now = self._clock()

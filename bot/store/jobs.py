@@ -15,6 +15,9 @@ ACTIVE = ("held", "submitting", "queued", "running", "ambiguous")
 # Jobs the tracking loop still has work on (money to settle or a video to post).
 OPEN = (*ACTIVE, "succeeded", "expired")
 TERMINAL = ("delivered", "rejected", "failed", "canceled")
+# A status message shows progress in steps of this many percent: migration 0006 stamps a job's
+# `status_seq` when its progress crosses one (keep the two in step).
+PROGRESS_STEP = 25
 
 
 @dataclass(frozen=True)
@@ -290,12 +293,45 @@ async def unnotified(db: Database, states: Sequence[str], now: float, limit: int
     return [JobRow.from_row(r) for r in rows]
 
 
-async def active_with_status_message(db: Database) -> list[JobRow]:
+@dataclass(frozen=True)
+class StatusChange:
+    """A job whose status message may need an edit: what it shows now, and when that was stamped."""
+
+    job_id: int
+    channel_id: int
+    state: str
+    progress: int | None
+    seq: int
+
+
+async def status_changes(db: Database, after: int, limit: int) -> list[StatusChange]:
+    """Jobs with a status message whose state or progress step changed since `status_seq` `after`,
+    in the order the changes were committed (migration 0006)."""
     rows = await db.fetchall(
-        f"SELECT * FROM jobs WHERE status_message_id IS NOT NULL AND state IN ({','.join('?' for _ in ACTIVE)})",
-        ACTIVE,
+        "SELECT id, channel_id, state, progress, status_seq FROM jobs WHERE status_seq > ? ORDER BY status_seq LIMIT ?",
+        (after, limit),
     )
-    return [JobRow.from_row(r) for r in rows]
+    return [StatusChange(int(r[0]), int(r[1]), str(r[2]), r[3], int(r[4])) for r in rows]
+
+
+async def last_status_seq(db: Database) -> int:
+    row = await db.fetchone("SELECT COALESCE(MAX(status_seq), 0) FROM jobs")
+    return 0 if row is None else int(row[0])
+
+
+async def held_due_by_provider(db: Database, now: float, per_provider: int) -> list[tuple[int, str | None]]:
+    """(id, provider) of held jobs due now, at most `per_provider` of each provider, oldest first.
+
+    Narrow rows: the loop asks on every pass and dispatches only a few at a time, and a long
+    queue for one provider must not hide another provider's jobs behind it."""
+    rows = await db.fetchall(
+        "SELECT id, provider FROM (SELECT id, provider, next_poll_at,"
+        " ROW_NUMBER() OVER (PARTITION BY provider ORDER BY next_poll_at, id) AS n FROM jobs"
+        " WHERE state = 'held' AND (next_poll_at IS NULL OR next_poll_at <= ?))"
+        " WHERE n <= ? ORDER BY next_poll_at, id",
+        (now, per_provider),
+    )
+    return [(int(r[0]), r[1]) for r in rows]
 
 
 async def mark_in_flight_ambiguous(conn: aiosqlite.Connection, now: float) -> list[int]:
