@@ -21,7 +21,7 @@ import av.container
 import av.stream
 from PIL import Image
 
-from bot.media_download import DownloadTooLarge, download_capped, sha256_file
+from bot.media_download import DownloadTooLarge, download_capped, sha256_file, stream_to_file
 from bot.media_encode import VideoWriter, even_size, video_encoder
 from bot.media_scan import (
     MAX_PIXELS,
@@ -50,6 +50,7 @@ __all__ = [
     "extract_reference_frames",
     "probe_clip",
     "sha256_file",
+    "stream_to_file",
     "trim_clip",
     "video_encoder",
     "write_video",

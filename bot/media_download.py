@@ -44,28 +44,39 @@ async def download_capped(
 
     Returns (size, sha256 hex). Raises DownloadTooLarge if the declared Content-Length or the
     running byte count exceeds `max_bytes`; non-2xx answers raise httpx.HTTPStatusError; other
-    httpx errors propagate. The body goes to a temporary file in dest's folder and is renamed
+    httpx errors propagate. `dest` is never a partial file (see `stream_to_file`).
+    """
+    async with client.stream("GET", url) as response:
+        response.raise_for_status()
+        return await stream_to_file(response, dest, max_bytes, chunk=chunk)
+
+
+async def stream_to_file(
+    response: httpx.Response, dest: Path, max_bytes: int, *, chunk: int = 64 * 1024
+) -> tuple[int, str]:
+    """Write the body of an open streamed `response` to `dest`, hashing it on the way.
+
+    Returns (size, sha256 hex). Raises DownloadTooLarge past `max_bytes` (declared or counted);
+    httpx and OS errors propagate. The body goes to a temporary file in dest's folder, renamed
     into place only when complete, so `dest` is never a partial file.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    declared = response.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
+        raise DownloadTooLarge(max_bytes, int(declared), declared=True)
+    await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")
     digest = hashlib.sha256()
     size = 0
     fh: BinaryIO | None = None
     try:
-        async with client.stream("GET", url) as response:
-            response.raise_for_status()
-            declared = response.headers.get("content-length")
-            if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
-                raise DownloadTooLarge(max_bytes, int(declared), declared=True)
-            fh = await asyncio.to_thread(tmp.open, "wb")
-            # Decoded bytes are counted, so a compressed body cannot expand past the cap either.
-            async for block in response.aiter_bytes(chunk):
-                size += len(block)
-                if size > max_bytes:
-                    raise DownloadTooLarge(max_bytes, size, declared=False)
-                digest.update(block)
-                await asyncio.to_thread(fh.write, block)
+        fh = await asyncio.to_thread(tmp.open, "wb")
+        # Decoded bytes are counted, so a compressed body cannot expand past the cap either.
+        async for block in response.aiter_bytes(chunk):
+            size += len(block)
+            if size > max_bytes:
+                raise DownloadTooLarge(max_bytes, size, declared=False)
+            digest.update(block)
+            await asyncio.to_thread(fh.write, block)
         await asyncio.to_thread(_finish, fh, tmp, dest)
         fh = None
     except BaseException:

@@ -198,6 +198,7 @@ class DownloadResult:
     path: Path
     size: int
     content_type: str = "video/mp4"
+    sha256: str | None = None  # hashed while streaming, so the file need not be read again
 
 
 class VideoProvider(ABC):

@@ -26,6 +26,7 @@ import httpx
 from PIL import Image, UnidentifiedImageError
 from pydantic import SecretStr
 
+from bot.media import DownloadTooLarge, stream_to_file
 from bot.prompts import replace_mentions
 from bot.providers.base import (
     Ambiguous,
@@ -68,7 +69,6 @@ UNIT_USD = Decimal("0.14")  # §4.8: 1 unit ≈ $0.14
 RATE_LIMIT_FLOOR = 1.0  # §4.3: back off from at least 1 s on 1303
 RECONCILE_WINDOW_MS = 24 * 3600 * 1000
 RECONCILE_PAGES = 3
-DOWNLOAD_CHUNK = 64 * 1024
 
 _STATUSES = {
     "submitted": JobStatus.QUEUED,
@@ -314,8 +314,6 @@ class KlingProvider(VideoProvider):
     async def download(self, snapshot: JobSnapshot, dest: Path, max_bytes: int) -> DownloadResult:
         if not snapshot.download_url:
             raise Rejected(self.name, "this job has no video to download")
-        partial = dest.with_name(dest.name + ".part")
-        size = 0
         try:
             # the CDN URL is signed and hotlink-protected: never send our key there
             async with self._client.stream(
@@ -325,30 +323,15 @@ class KlingProvider(VideoProvider):
                     raise Rejected(self.name, "the video is no longer available on Kling")
                 if response.status_code != 200:
                     raise Unavailable(self.name, f"video download failed (HTTP {response.status_code})")
-                declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > max_bytes:
-                    raise Rejected(self.name, f"the video is larger than {max_bytes} bytes")
+                size, digest = await stream_to_file(response, dest, max_bytes)
                 content_type = response.headers.get("content-type", "video/mp4").split(";")[0].strip()
-                out = await asyncio.to_thread(partial.open, "wb")
-                try:
-                    async for chunk in response.aiter_bytes(DOWNLOAD_CHUNK):
-                        size += len(chunk)
-                        if size > max_bytes:
-                            raise Rejected(self.name, f"the video is larger than {max_bytes} bytes")
-                        await asyncio.to_thread(out.write, chunk)
-                finally:
-                    await asyncio.to_thread(out.close)
-            await asyncio.to_thread(partial.replace, dest)
-        except ProviderError:
-            partial.unlink(missing_ok=True)
-            raise
+        except DownloadTooLarge:
+            raise Rejected(self.name, f"the video is larger than {max_bytes} bytes") from None
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            partial.unlink(missing_ok=True)
             raise Unavailable(self.name, f"video download failed ({type(exc).__name__})") from None
         except OSError as exc:
-            partial.unlink(missing_ok=True)
             raise Unavailable(self.name, f"could not store the video ({type(exc).__name__})") from None
-        return DownloadResult(path=dest, size=size, content_type=content_type or "video/mp4")
+        return DownloadResult(path=dest, size=size, content_type=content_type or "video/mp4", sha256=digest)
 
     def _safe(self, message: Any) -> str:
         """A provider message fit to show a member: one short line, our key masked."""

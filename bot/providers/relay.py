@@ -15,18 +15,18 @@ import asyncio
 import json
 import logging
 import math
-import os
 import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
 from pydantic import SecretStr
 
+from bot.media import DownloadTooLarge, stream_to_file
 from bot.prompts import replace_mentions
 from bot.providers.base import (
     Ambiguous,
@@ -449,7 +449,6 @@ class RelayProvider(VideoProvider):
         url = snapshot.download_url or self._url(f"/v1/videos/{quote(snapshot.external_id, safe='')}/content")
         # The key goes only to the relay itself, never to a CDN the relay points at.
         headers = self._auth() if self._same_origin(url) else {}
-        part = dest.with_name(dest.name + ".part")
         try:
             async with self._client.stream(
                 "GET",
@@ -471,30 +470,15 @@ class RelayProvider(VideoProvider):
                 content_type = resp.headers.get("content-type", "video/mp4").split(";")[0].strip()
                 if "json" in content_type or "html" in content_type:
                     raise Unavailable(PROVIDER, "the relay sent an error page instead of the video", code="not_video")
-                declared = resp.headers.get("content-length")
-                if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-                    raise _too_big(max_bytes)
-                size = 0
-                fh = await asyncio.to_thread(_open_for_write, part)
-                try:
-                    async for chunk in resp.aiter_bytes(64 * 1024):
-                        size += len(chunk)
-                        if size > max_bytes:
-                            raise _too_big(max_bytes)
-                        await asyncio.to_thread(fh.write, chunk)
-                finally:
-                    await asyncio.to_thread(fh.close)
+                size, digest = await stream_to_file(resp, dest, max_bytes)
+        except DownloadTooLarge:
+            raise _too_big(max_bytes) from None
         except httpx.HTTPError as exc:
-            await asyncio.to_thread(_unlink, part)
             raise transport_error(PROVIDER, exc, idempotent=True) from exc
-        except BaseException:
-            await asyncio.to_thread(_unlink, part)
-            raise
         if size == 0:
-            await asyncio.to_thread(_unlink, part)
+            await asyncio.to_thread(_unlink, dest)
             raise Unavailable(PROVIDER, "the relay sent an empty video", code="empty")
-        await asyncio.to_thread(os.replace, part, dest)
-        return DownloadResult(path=dest, size=size, content_type=content_type or "video/mp4")
+        return DownloadResult(path=dest, size=size, content_type=content_type or "video/mp4", sha256=digest)
 
     async def reconcile(self, request: GenerationRequest) -> str | None:
         # Relays expose no list or search of one's tasks and take no client reference, so an
@@ -710,11 +694,6 @@ def _progress(value: object, status: JobStatus) -> int | None:
     if isinstance(value, float) and 0 < number < 1:
         number *= 100  # a 0-1 fraction (the app's progress_pct)
     return max(0, min(100, int(number)))
-
-
-def _open_for_write(path: Path) -> BinaryIO:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.open("wb")
 
 
 def _unlink(path: Path) -> None:

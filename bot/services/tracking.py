@@ -260,7 +260,7 @@ class Tracker:
         except ProviderError as exc:
             await self._backoff(job, exc.retry_after)
             return False
-        digest = await asyncio.to_thread(sha256_file, result.path)
+        digest = result.sha256 or await asyncio.to_thread(sha256_file, result.path)
         cost = provider.actual_cost(request_of(job), snapshot)
         link = snapshot.download_url if (snapshot.download_url or "").startswith(("https://", "http://")) else None
         done = await self._settle(
