@@ -234,7 +234,12 @@ async def castbot_phase(config: Config, jobs: list[PlannedJob], root: Path) -> t
                     f"over {time.monotonic() - go:.1f} s",
                     file=sys.stderr,
                 )
-                requests = {"openai": openai.counts["status"], "kling": kling.counts["status"]}
+                print(
+                    f"openai status: {openai.counts['list']} list pages + {openai.counts['status']} single lookups",
+                    file=sys.stderr,
+                )
+                # openai status is read from list pages when many jobs are due: count both
+                requests = {"openai": openai.counts["status"] + openai.counts["list"], "kling": kling.counts["status"]}
             settled = _settled_times(bot.log_path)
     finally:
         await openai.close()

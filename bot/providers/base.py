@@ -46,6 +46,9 @@ class Capabilities:
     # reconcile() can prove a job was never created (it lists jobs or looks them up by our
     # reference), so an ambiguous submit that stays unfound past a grace period was never sent.
     authoritative_reconcile: bool = False
+    # status() of many ids is read from a few pages of the provider's job list (newest first), so
+    # asking about every job in flight at once costs a few requests, not one per job.
+    status_by_list: bool = False
 
     def fit_seconds(self, wanted: int) -> int:
         """The smallest allowed duration at least `wanted`, else the longest allowed."""
@@ -190,6 +193,15 @@ class Ambiguous(ProviderError):
     """
 
 
+@dataclass
+class StatusIncomplete(Unavailable):
+    """status() read some of the jobs but not the others: `answered` holds what it read; the rest
+    could not be read this time (this error says why) and must be asked about again, never taken
+    as unknown to the provider."""
+
+    answered: Mapping[str, JobSnapshot] = field(default_factory=dict)
+
+
 # --- the interface --------------------------------------------------------------------------------
 
 
@@ -222,7 +234,10 @@ class VideoProvider(ABC):
 
     @abstractmethod
     async def status(self, external_ids: Sequence[str]) -> Mapping[str, JobSnapshot]:
-        """Current state of the given jobs; ids the provider does not know are left out."""
+        """Current state of the given jobs; ids the provider does not know are left out.
+
+        Raises a ProviderError when it could read none of them, StatusIncomplete when it read only
+        some."""
 
     @abstractmethod
     async def download(self, snapshot: JobSnapshot, dest: Path, max_bytes: int) -> DownloadResult:

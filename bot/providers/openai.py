@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -21,7 +21,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import SecretStr
 
-from bot.media import ClipRejected, trim_clip
+from bot.media import ClipRejected, DownloadTooLarge, stream_to_file, trim_clip
 from bot.prompts import replace_mentions
 from bot.providers.base import (
     Ambiguous,
@@ -41,6 +41,7 @@ from bot.providers.base import (
     RateLimited,
     Rejected,
     RejectReason,
+    StatusIncomplete,
     SubmitResult,
     Unavailable,
     VideoProvider,
@@ -74,13 +75,19 @@ POLL_AFTER_HEADER = "openai-poll-after-ms"
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=10.0)
 DOWNLOAD_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=10.0)
 STATUS_CONCURRENCY = 4
-CHUNK = 64 * 1024
 
 # Reconciliation: how far back to look and how far create time may drift from our send time.
 RECONCILE_PAGE, RECONCILE_PAGES = 50, 4
 RECONCILE_LOOKBACK = 24 * 3600.0
 RECONCILE_SKEW = 300.0
 SENT_MEMORY = 1000
+
+# Status of many jobs at once is read from `GET /videos` (newest first), one page covering up to
+# 100 jobs, instead of one `GET /videos/{id}` each; ids a walk does not reach are looked up singly.
+LIST_MIN = 2  # ids in one status() call before the list is worth a page
+LIST_PAGE_MIN, LIST_PAGE_MAX = 10, 100  # the API's page limit is 1-100
+LIST_MAX_PAGES = 50
+LIST_FRESH = 0.5  # seconds after its last page a walk still answers status calls (one loop pass)
 
 _STATUS = {
     "queued": JobStatus.QUEUED,
@@ -127,6 +134,7 @@ class OpenAIProvider(VideoProvider):
         batch_status=False,
         paid=True,
         authoritative_reconcile=True,
+        status_by_list=True,
     )
 
     def __init__(
@@ -154,6 +162,9 @@ class OpenAIProvider(VideoProvider):
         # wall time of the last create attempt per request, to narrow reconciliation
         self._sent_at: dict[str, float] = {}
         self._unknown_fields_seen: set[str] = set()
+        self._walk: _ListWalk | None = None
+        self._walk_lock = asyncio.Lock()
+        self._list_usable = True  # False once the server refuses to list videos (some relays)
 
     def __repr__(self) -> str:
         return f"OpenAIProvider(base_url={self._base!r}, model={self._model!r}, pro_model={self._pro_model!r})"
@@ -444,6 +455,22 @@ class OpenAIProvider(VideoProvider):
 
     async def status(self, external_ids: Sequence[str]) -> Mapping[str, JobSnapshot]:
         ids = list(dict.fromkeys(external_ids))
+        found: dict[str, JobSnapshot] = {}
+        if len(ids) >= LIST_MIN and self._list_usable:
+            found = await self._status_from_list(ids)
+        rest = [i for i in ids if i not in found]
+        try:
+            found.update(await self._status_each(rest))
+        except ProviderError as exc:
+            if not found or isinstance(exc, AuthFailed | QuotaExhausted | RateLimited):
+                raise
+            # the list answered most of them: keep those, the rest are asked about again later
+            raise StatusIncomplete(
+                PROVIDER, exc.message, code=exc.code, retry_after=exc.retry_after, answered=found
+            ) from exc
+        return found
+
+    async def _status_each(self, ids: Sequence[str]) -> dict[str, JobSnapshot]:
         results = await asyncio.gather(*(self._status_one(i) for i in ids), return_exceptions=True)
         snapshots: dict[str, JobSnapshot] = {}
         failures: list[BaseException] = []
@@ -460,11 +487,54 @@ class OpenAIProvider(VideoProvider):
             raise _most_severe([e for e in failures if isinstance(e, ProviderError)])
         return snapshots
 
+    async def _status_from_list(self, ids: Sequence[str]) -> dict[str, JobSnapshot]:
+        """What the newest pages of the video list say about `ids`; absent ids are not proof of
+        anything (older than the walk, or listed elsewhere) and are looked up singly by the caller."""
+        async with self._walk_lock:
+            now = time.monotonic()
+            walk = self._walk
+            if walk is None or now - walk.read_at > LIST_FRESH:
+                walk = self._walk = _ListWalk(read_at=now)
+            walk.wanted.update(ids)
+            while walk.worth_a_page(ids):
+                try:
+                    await self._list_page(walk, len(ids))
+                except Rejected as exc:
+                    walk.exhausted = True
+                    if walk.after is None:
+                        self._list_usable = False
+                        log.warning("openai: the video list is refused (%s); reading status one job at a time", exc)
+                except ProviderError:
+                    if walk.pages == 0:
+                        raise  # nothing read: the caller decides (the tracker retries job by job)
+                    break  # what was read stands; the rest are looked up singly
+            return {i: self._snapshot(*walk.seen[i]) for i in ids if i in walk.seen}
+
+    async def _list_page(self, walk: _ListWalk, wanted: int) -> None:
+        # the first page sized to the question (our jobs are usually the newest); deeper ones full
+        limit = LIST_PAGE_MAX if walk.after else min(LIST_PAGE_MAX, max(LIST_PAGE_MIN, 2 * wanted))
+        params: dict[str, str | int] = {"limit": limit, "order": "desc"}
+        if walk.after:
+            params["after"] = walk.after
+        response = await self._request("GET", "/videos", op="list", idempotent=True, params=params)
+        page = self._json_object(response)
+        items = page.get("data") if page else None
+        if page is None or not isinstance(items, list):
+            raise Unavailable(PROVIDER, "the provider answered the video list unreadably")
+        walk.pages += 1
+        walk.read_at = time.monotonic()
+        for item in items:
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                walk.seen[item["id"]] = (item, response.headers)
+        last = page.get("last_id")
+        if page.get("has_more") is True and isinstance(last, str) and items:
+            walk.after = last
+        else:
+            walk.exhausted = True
+
     async def download(self, snapshot: JobSnapshot, dest: Path, max_bytes: int) -> DownloadResult:
         path = f"/videos/{quote(snapshot.external_id, safe='')}/content"
-        part = dest.with_name(dest.name + ".part")
         try:
-            await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
             async with self._client.stream(
                 "GET",
                 self._base + path,
@@ -474,28 +544,15 @@ class OpenAIProvider(VideoProvider):
                 if not response.is_success:
                     await response.aread()
                     raise self._error(response, op="content", idempotent=True)
-                declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > max_bytes:
-                    raise _too_large(max_bytes)
-                size = 0
-                handle = await asyncio.to_thread(part.open, "wb")
-                try:
-                    async for chunk in response.aiter_bytes(CHUNK):
-                        size += len(chunk)
-                        if size > max_bytes:
-                            raise _too_large(max_bytes)
-                        handle.write(chunk)
-                finally:
-                    handle.close()
+                size, digest = await stream_to_file(response, dest, max_bytes)
                 content_type = response.headers.get("content-type", "video/mp4").split(";")[0].strip()
-            await asyncio.to_thread(os.replace, part, dest)
+        except DownloadTooLarge:
+            raise _too_large(max_bytes) from None
         except httpx.HTTPError as exc:
             raise transport_error(PROVIDER, exc, idempotent=True) from exc
         except OSError as exc:
             raise Unavailable(PROVIDER, "could not write the downloaded video", code="local_io") from exc
-        finally:
-            part.unlink(missing_ok=True)
-        return DownloadResult(path=dest, size=size, content_type=content_type or "video/mp4")
+        return DownloadResult(path=dest, size=size, content_type=content_type or "video/mp4", sha256=digest)
 
     async def reconcile(self, request: GenerationRequest) -> str | None:
         try:
@@ -543,6 +600,26 @@ class OpenAIProvider(VideoProvider):
         if matches:
             log.warning("openai: %d videos match an ambiguous request; not guessing", len(matches))
         return None
+
+
+@dataclass
+class _ListWalk:
+    """One walk down `GET /videos`, newest first, shared by the status calls of one loop pass."""
+
+    read_at: float  # time.monotonic() of its latest page
+    seen: dict[str, tuple[Mapping[str, Any], httpx.Headers]] = field(default_factory=dict)
+    wanted: set[str] = field(default_factory=set)  # every id asked about during this walk
+    after: str | None = None
+    pages: int = 0
+    exhausted: bool = False
+
+    def worth_a_page(self, ids: Sequence[str]) -> bool:
+        """Another page only while some of `ids` are unseen and pages keep paying for themselves:
+        at least one wanted job found per page read, so the walk never costs more requests than
+        the single lookups it replaces (plus one)."""
+        if self.exhausted or self.pages >= LIST_MAX_PAGES or all(i in self.seen for i in ids):
+            return False
+        return self.pages == 0 or len(self.wanted & self.seen.keys()) >= self.pages
 
 
 def _same_job(item: Mapping[str, Any], body: Mapping[str, Any]) -> bool:

@@ -7,15 +7,17 @@ contained to its job or provider: the pass always completes.
 
 Cost at scale (bench/tracking_scale.py): a job that reports progress is next looked at when it
 should be done, never sooner than the provider's hint; a batch-status provider's partial batch
-is topped up with the jobs due next, so its requests go out full; the results of a batch are
-applied concurrently (downloads bounded per provider) and the progress of a whole pass is written
-in one transaction.
+is topped up with the jobs due next, so its requests go out full; a list-status provider (openai)
+is asked about all its jobs in flight whenever one is due, at most once per POLL_MIN, one walk of
+its job list answering a hundred jobs a request; the results of a batch are applied concurrently
+(downloads bounded per provider) and the progress of a whole pass is written in one transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -28,12 +30,16 @@ from bot.db import Database
 from bot.faults import crash_point
 from bot.media import sha256_file
 from bot.providers.base import (
+    AuthFailed,
     CharacterRef,
     JobSnapshot,
     JobStatus,
     ProviderError,
+    QuotaExhausted,
+    RateLimited,
     Rejected,
     RejectReason,
+    StatusIncomplete,
     VideoProvider,
 )
 from bot.services.budget import BudgetService
@@ -47,8 +53,10 @@ log = logging.getLogger(__name__)
 
 POLLED = ("queued", "running", "ambiguous", "expired")
 BATCH = 50
+LIST_TAKE_ALONG = 5000  # at most this many jobs in flight join a list-status walk
 DOWNLOADS_PER_PROVIDER = 8  # concurrent video downloads per provider (each streams to disk)
 TRACKED = ("queued", "running", "expired")  # polled by status (ambiguous ones are reconciled)
+LIVE = ("queued", "running")  # taken along on a list walk (expired ones keep their slow pace)
 MAX_MISSING_POLLS = 5  # the provider keeps saying it does not know the job
 RELEASE_AFTER_EXPIRY = 24 * 3600  # an expired job's hold is kept this long in case it still bills
 MAX_VIDEO_BYTES = 512 * 1024 * 1024
@@ -98,15 +106,19 @@ class Tracker:
         )
         self._tracked: dict[str, int] = {}  # jobs polled per provider, refreshed every POLL_MIN
         self._tracked_at = float("-inf")
+        self._walked: dict[str, float] = {}  # list-status provider -> when its list was last walked
+        self._walk_size: dict[str, int] = {}  # list-status provider -> jobs asked about in that walk
 
     def _interval(self, job: JobRow, hint: float | None, progress: int | None = None, sharing: int = 1) -> float:
         """When to look at a job again, inside [POLL_MIN, POLL_MAX].
 
-        A provider's hint is the soonest we look. A job reporting progress is looked at when its
-        rate so far says it will be done: a long render costs a few requests, not one per hint,
-        and near its end it is polled at the hint's pace. Otherwise back off as the job ages;
-        when `sharing` jobs split each (batched) status request, proportionally more slowly."""
-        floor = max(self._poll_min, hint or 0.0)
+        A provider's hint is the soonest we look at a job on its own. A job reporting progress is
+        looked at when its rate so far says it will be done: a long render costs a few requests,
+        not one per hint. Otherwise back off as the job ages. When `sharing` jobs split each
+        status request (a batch, a list walk), a look costs a fraction of a request: the hint,
+        which paces requests about one job, no longer holds it back, and the back-off is
+        proportionally shorter."""
+        floor = max(self._poll_min, hint or 0.0) if sharing <= 1 else self._poll_min
         age = max(0.0, self._clock() - job.created_at)
         if progress is not None and 0 < progress < 100:
             wanted = age * (100 - progress) / progress
@@ -118,7 +130,10 @@ class Tracker:
 
     def _sharing(self, provider: VideoProvider) -> int:
         """How many jobs one status request of `provider` covers (its batches go out full)."""
-        if not provider.capabilities.batch_status:
+        caps = provider.capabilities
+        if caps.status_by_list:
+            return self._walk_size.get(provider.name, 1)
+        if not caps.batch_status:
             return 1
         return max(1, min(BATCH, self._tracked.get(provider.name, 1)))
 
@@ -158,34 +173,60 @@ class Tracker:
         tracked = [j for j in jobs if j.state != "ambiguous" and j.external_id]
         for job in (j for j in jobs if j.state == "ambiguous"):
             await self._guarded(job, report, self._reconcile(provider, job))
-        size = BATCH if provider.capabilities.batch_status else 1
-        if size > 1 and tracked and len(tracked) % size:
+        caps = provider.capabilities
+        size = BATCH if caps.batch_status else 1
+        now = self._clock()
+        if caps.batch_status and tracked and len(tracked) % size:
             # a request costs the same full or not: fill it with the jobs due next
-            now = self._clock()
             tracked += await store.due_next(
                 self._db, name, TRACKED, now, now + self._poll_max, size - len(tracked) % size
             )
+        elif caps.status_by_list and tracked:
+            # One walk of the provider's job list answers every job in flight for about a request
+            # per hundred: when any is due, ask about all of them, at most once per POLL_MIN (jobs
+            # falling due in between wait for the next walk, at most POLL_MIN).
+            walked = self._walked.get(name, float("-inf"))
+            if now - walked < self._poll_min:
+                await self._postpone(tracked, walked + self._poll_min, report)
+                tracked = []
+            else:
+                self._walked[name] = now
+                asked = {j.id for j in tracked}
+                everyone = await store.due_next(self._db, name, LIVE, -math.inf, math.inf, LIST_TAKE_ALONG)
+                tracked += [j for j in everyone if j.id not in asked]
+                # one status call for the lot: the walk goes as deep as the oldest of them needs
+                size = max(1, len(tracked))
+                self._walk_size[name] = len(tracked)
         chunks = [tracked[i : i + size] for i in range(0, len(tracked), size)]
         await asyncio.gather(*(self._poll_chunk(provider, chunk, report) for chunk in chunks))
 
+    async def _postpone(self, jobs: list[JobRow], until: float, report: PollReport) -> None:
+        try:
+            async with self._db.transaction() as conn:
+                await store.postpone(conn, [j.id for j in jobs], TRACKED, until)
+        except Exception:
+            report.errors += 1  # they stay due and join the next walk all the same
+            log.exception("could not postpone %d jobs to the next walk", len(jobs))
+
     async def _poll_chunk(self, provider: VideoProvider, jobs: list[JobRow], report: PollReport) -> None:
+        failure: Exception | None = None
         async with self._limits[provider.name]:
             try:
                 snapshots = await provider.status([j.external_id for j in jobs if j.external_id])
-            except ProviderError as exc:
-                try:
-                    await self._health.record(provider.name, ok=False, error=exc, phase="poll")
-                except Exception:  # the breaker writes to the database, which may be failing too
-                    report.errors += 1
-                    log.exception("could not record the failed status call to %s", provider.name)
-                for job in jobs:
-                    await self._guarded(job, report, self._backoff(job, exc.retry_after))
-                return
-            except Exception:
-                log.exception("status call to %s failed unexpectedly", provider.name)
-                for job in jobs:
-                    await self._guarded(job, report, self._backoff(job, None))
-                return
+            except StatusIncomplete as exc:
+                snapshots = exc.answered
+                await self._status_failed(provider, [j for j in jobs if j.external_id not in snapshots], exc, report)
+                jobs = [j for j in jobs if j.external_id in snapshots]
+            except Exception as exc:
+                failure = exc
+        if failure is not None:
+            if _one_by_one(provider, jobs, failure):
+                # a list read failed: ask about each job on its own, so that one job the provider
+                # chokes on (or a failing list) cannot hold up the others
+                await asyncio.gather(*(self._poll_chunk(provider, [job], report) for job in jobs))
+            else:
+                await self._status_failed(provider, jobs, failure, report)
+            return
         report.polled += len(jobs)
         await asyncio.gather(
             *(
@@ -193,6 +234,23 @@ class Tracker:
                 for job in jobs
             )
         )
+
+    async def _status_failed(
+        self, provider: VideoProvider, jobs: list[JobRow], exc: Exception, report: PollReport
+    ) -> None:
+        """The status of `jobs` could not be read: tell the breaker, look again after a back-off."""
+        if not isinstance(exc, ProviderError):
+            log.error("status call to %s failed unexpectedly", provider.name, exc_info=exc)
+            for job in jobs:
+                await self._guarded(job, report, self._backoff(job, None))
+            return
+        try:
+            await self._health.record(provider.name, ok=False, error=exc, phase="poll")
+        except Exception:  # the breaker writes to the database, which may be failing too
+            report.errors += 1
+            log.exception("could not record the failed status call to %s", provider.name)
+        for job in jobs:
+            await self._guarded(job, report, self._backoff(job, exc.retry_after))
 
     async def _guarded(self, job: JobRow, report: PollReport, work: object) -> None:
         """Run one job's step; an exception is logged and the job is simply looked at later."""
@@ -376,6 +434,19 @@ class Tracker:
     async def _last_attempt(self, job: JobRow) -> aiosqlite.Row | None:
         attempts = await store.attempts_for(self._db, job.id)
         return attempts[-1] if attempts else None
+
+
+def _one_by_one(provider: VideoProvider, jobs: list[JobRow], failure: Exception) -> bool:
+    """Whether a failed status read of several jobs is worth asking again job by job: yes for a
+    list-status provider (its single lookups are separate requests), unless the whole account is
+    refused or rate limited, where more requests would only make it worse."""
+    caps = provider.capabilities
+    return (
+        len(jobs) > 1
+        and caps.status_by_list
+        and not caps.batch_status
+        and not isinstance(failure, AuthFailed | QuotaExhausted | RateLimited)
+    )
 
 
 def _users_fault(snapshot: JobSnapshot) -> bool:

@@ -167,6 +167,19 @@ async def update_fields(conn: aiosqlite.Connection, job_id: int, now: float, **f
     await conn.execute(f"UPDATE jobs SET {assignments}, updated_at = ? WHERE id = ?", (*fields.values(), now, job_id))
 
 
+async def postpone(conn: aiosqlite.Connection, job_ids: Sequence[int], states: Sequence[str], until: float) -> None:
+    """Look at these jobs no sooner than `until` (if still in `states`); updated_at is left alone:
+    nothing about the job changed."""
+    for start in range(0, len(job_ids), 500):
+        chunk = job_ids[start : start + 500]
+        ids = ",".join("?" for _ in chunk)
+        await conn.execute(
+            f"UPDATE jobs SET next_poll_at = MAX(COALESCE(next_poll_at, 0), ?) WHERE id IN ({ids})"
+            f" AND state IN ({','.join('?' for _ in states)})",
+            (until, *chunk, *states),
+        )
+
+
 async def due(db: Database, now: float, states: Sequence[str], limit: int = 500) -> list[JobRow]:
     rows = await db.fetchall(
         f"SELECT * FROM jobs WHERE state IN ({','.join('?' for _ in states)})"

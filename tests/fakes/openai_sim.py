@@ -178,8 +178,10 @@ class OpenAISim:
         models: tuple[str, ...] = ("sora-2", "sora-2-pro"),
         chunked_content: bool = False,
         clip_tolerance: float = 0.15,
+        list_supported: bool = True,
     ) -> None:
         self.api_key = api_key
+        self.list_supported = list_supported  # False: GET /videos is 404, as on relays that only proxy jobs
         self.job_seconds = job_seconds
         self.poll_after_ms = poll_after_ms
         self.models = set(models)
@@ -487,6 +489,8 @@ class OpenAISim:
     async def _list(self, request: web.Request) -> web.StreamResponse:
         if (denied := self._auth(request)) is not None:
             return denied
+        if not self.list_supported:
+            return _error(404, "Invalid URL (GET /v1/videos)", code="unknown_url")
         scripted = self._pop("list")
         if scripted and (early := self._fault_response(scripted)) is not None:
             return early

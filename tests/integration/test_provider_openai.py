@@ -32,6 +32,7 @@ from bot.providers.base import (
     RateLimited,
     Rejected,
     RejectReason,
+    StatusIncomplete,
     Unavailable,
 )
 from bot.providers.http_errors import retry_after_seconds
@@ -431,7 +432,144 @@ async def test_status_poll_hint_and_unknown_ids(provider: OpenAIProvider, sim: O
     snaps = await provider.status([result.external_id, "video_unknown", result.external_id])
     assert set(snaps) == {result.external_id}  # unknown ids are left out, duplicates collapse
     assert snaps[result.external_id].poll_after == pytest.approx(0.15)
-    assert len(sim.requests_to("GET", f"/videos/{result.external_id}")) == 1
+    # two ids: the known one is read from the list, the unknown one is looked up (404) singly
+    assert len(sim.requests_to("GET", "/videos")) == 1
+    assert not sim.requests_to("GET", f"/videos/{result.external_id}")
+    assert len(sim.requests_to("GET", "/videos/video_unknown")) == 1
+    single = await provider.status([result.external_id])
+    assert single[result.external_id].poll_after == pytest.approx(0.15)
+    assert len(sim.requests_to("GET", f"/videos/{result.external_id}")) == 1  # one id: a plain retrieve
+
+
+# --- status of many jobs: list pages ----------------------------------------------------------------
+
+
+async def submit_many(provider: OpenAIProvider, sim: OpenAISim, n: int) -> list[str]:
+    """`n` jobs, returned oldest first (the simulator's creation order)."""
+    gate = asyncio.Semaphore(8)  # a few at a time: a burst of hundreds of connects can overflow the backlog
+
+    async def submit(i: int) -> None:
+        async with gate:
+            await provider.submit(req(f"a fox, take {i}"))
+
+    await asyncio.gather(*(submit(i) for i in range(n)))
+    sim.requests.clear()
+    return list(sim.jobs)
+
+
+def single_lookups(sim: OpenAISim) -> list[str]:
+    return [r.path for r in sim.requests if r.method == "GET" and r.path.startswith("/v1/videos/")]
+
+
+async def test_status_of_many_jobs_is_read_from_one_list_page(client: httpx.AsyncClient) -> None:
+    sim = await OpenAISim(api_key=KEY, job_seconds=30.0, poll_after_ms=150).start()
+    try:
+        provider = make_provider(client, sim.base_url)
+        ids = await submit_many(provider, sim, 30)
+        snaps = await provider.status(ids)
+        assert set(snaps) == set(ids)
+        assert len(sim.requests_to("GET", "/videos")) == 1 and not single_lookups(sim)
+        # the list says what a retrieve says
+        for external_id in ids[:3]:
+            (one,) = (await provider.status([external_id])).values()
+            assert (one.external_id, one.status) == (snaps[external_id].external_id, snaps[external_id].status)
+            listed = snaps[external_id].progress
+            assert one.progress is not None and listed is not None
+            assert abs(one.progress - listed) <= 5
+    finally:
+        await sim.close()
+
+
+async def test_list_status_reports_finished_and_failed_jobs(provider: OpenAIProvider, sim: OpenAISim) -> None:
+    sim.script("create", Fault.MODERATION_AT_END)
+    ids = await submit_many(provider, sim, 3)
+
+    async def all_terminal() -> dict[str, JobSnapshot]:
+        deadline = time.monotonic() + 10
+        while True:
+            snaps = await provider.status(ids)
+            if all(s.status.terminal for s in snaps.values()):
+                return dict(snaps)
+            assert time.monotonic() < deadline, snaps
+            await asyncio.sleep(0.05)
+
+    snaps = await all_terminal()
+    assert [snaps[i].status for i in ids] == [JobStatus.FAILED, JobStatus.SUCCEEDED, JobStatus.SUCCEEDED]
+    failed = snaps[ids[0]].error
+    assert isinstance(failed, Rejected) and failed.reason == RejectReason.MODERATION
+    assert snaps[ids[1]].progress == 100
+    assert not single_lookups(sim)
+
+
+async def test_a_deep_walk_stops_when_pages_stop_paying(provider: OpenAIProvider, sim: OpenAISim) -> None:
+    ids = await submit_many(provider, sim, 300)
+    wanted = ids[-1:] + ids[:3]  # the newest (page one) and the 3 oldest (far down the list)
+    snaps = await provider.status(wanted)
+    assert set(snaps) == set(wanted)
+    pages = sim.requests_to("GET", "/videos")
+    singles = single_lookups(sim)
+    # never more requests than one lookup per id, plus one: the oldest are looked up singly
+    assert len(pages) + len(singles) <= len(wanted) + 1
+    assert sorted(singles) == sorted(f"/v1/videos/{i}" for i in ids[:3])
+    assert len(pages) == 2 and "after" in pages[1].query  # a second page, then it stopped paying
+
+
+async def test_lookups_that_fail_after_a_good_walk_keep_what_the_walk_read(
+    provider: OpenAIProvider, sim: OpenAISim
+) -> None:
+    ids = await submit_many(provider, sim, 300)
+    wanted = ids[-2:] + ids[:1]
+    sim.script("retrieve", Fault.SERVER_ERROR)  # the single lookup of the oldest fails
+    with pytest.raises(StatusIncomplete) as caught:
+        await provider.status(wanted)
+    assert set(caught.value.answered) == set(ids[-2:])
+    assert all(s.status in (JobStatus.QUEUED, JobStatus.RUNNING) for s in caught.value.answered.values())
+
+
+async def test_concurrent_status_calls_share_one_walk(provider: OpenAIProvider, sim: OpenAISim) -> None:
+    ids = await submit_many(provider, sim, 30)
+    first, second = await asyncio.gather(provider.status(ids[:15]), provider.status(ids[15:]))
+    assert set(first) | set(second) == set(ids)
+    assert len(sim.requests_to("GET", "/videos")) == 1 and not single_lookups(sim)
+
+
+async def test_a_server_without_a_video_list_is_read_one_job_at_a_time(client: httpx.AsyncClient) -> None:
+    sim = await OpenAISim(api_key=KEY, job_seconds=5.0, list_supported=False).start()
+    try:
+        provider = make_provider(client, sim.base_url)
+        ids = await submit_many(provider, sim, 3)
+        assert set(await provider.status(ids)) == set(ids)
+        assert len(sim.requests_to("GET", "/videos")) == 1 and len(single_lookups(sim)) == 3
+        sim.requests.clear()
+        assert set(await provider.status(ids)) == set(ids)
+        assert not sim.requests_to("GET", "/videos"), "a refused list is not asked again"
+        assert len(single_lookups(sim)) == 3
+    finally:
+        await sim.close()
+
+
+@pytest.mark.parametrize("fault", [Fault.SERVER_ERROR, Fault.MALFORMED_JSON, Fault.CONNECTION_RESET])
+async def test_a_failing_list_is_reported_and_tried_again_next_time(
+    provider: OpenAIProvider, sim: OpenAISim, fault: Fault
+) -> None:
+    ids = await submit_many(provider, sim, 3)
+    sim.script("list", fault)
+    with pytest.raises(Unavailable):  # nothing read: the tracker asks job by job instead
+        await provider.status(ids)
+    assert not single_lookups(sim)
+    assert set(await provider.status(ids)) == set(ids)  # the list is used again next time
+    assert len(sim.requests_to("GET", "/videos")) == 2 and not single_lookups(sim)
+
+
+@pytest.mark.parametrize(("fault", "expected"), [(Fault.RATE_LIMIT, RateLimited), (Fault.AUTH, AuthFailed)])
+async def test_a_rate_limited_or_refused_list_is_not_hammered_with_lookups(
+    provider: OpenAIProvider, sim: OpenAISim, fault: Fault, expected: type[ProviderError]
+) -> None:
+    ids = await submit_many(provider, sim, 3)
+    sim.script("list", fault, retry_after_ms=2000)
+    with pytest.raises(expected):
+        await provider.status(ids)
+    assert not single_lookups(sim)
 
 
 async def test_no_poll_hint_means_none(client: httpx.AsyncClient) -> None:

@@ -24,7 +24,7 @@ import pytest
 from bot.__main__ import open_bot
 from bot.app import Castbot
 from bot.db import Database
-from bot.providers.base import JobSnapshot, Unavailable, VideoProvider
+from bot.providers.base import JobSnapshot, StatusIncomplete, Unavailable, VideoProvider
 from bot.services.actors import Actor
 from bot.services.generation import GenerateCommand
 from bot.services.tracking import PollReport
@@ -186,6 +186,79 @@ async def test_a_status_call_that_raises_is_contained_to_its_job(
     for job_id in (first, second):
         path = Path((await bot.services.generation.job_row(job_id)).result_path or "")
         assert hashlib.sha256(path.read_bytes()).hexdigest() == sim.video_sha256
+
+
+async def test_a_partly_read_status_settles_what_was_read_and_asks_again_for_the_rest(
+    services_bot: Castbot, sim: OpenAISim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bot = services_bot
+    provider = bot.providers["openai"]
+    real = provider.status
+    first = await admit_and_send(bot, "a fox crosses a frozen river")
+    second = await admit_and_send(bot, "a heron waits in the reeds")
+    unread = (await bot.services.generation.job_row(first)).external_id or ""
+    calls: list[list[str]] = []
+
+    async def partly(external_ids: Sequence[str]) -> Mapping[str, JobSnapshot]:
+        # the provider reads every job but the first one, as the OpenAI adapter reports a walk
+        # of its video list whose single lookup of an older job failed
+        calls.append(list(external_ids))
+        answered = await real([i for i in external_ids if i != unread])
+        if unread in external_ids:
+            raise StatusIncomplete("openai", "lookup failed", retry_after=0.01, answered=answered)
+        return answered
+
+    monkeypatch.setattr(provider, "status", partly)
+    await drive(bot, lambda: _succeeded(bot, second))
+    assert any(unread in c and len(c) > 1 for c in calls), "both asked about together"
+    job = await bot.services.generation.job_row(first)
+    assert job.state in ("queued", "running") and job.poll_failures == 0  # not taken as unknown
+    assert [k for k, _ in await ledger(bot.db, first)] == ["hold"]
+    monkeypatch.setattr(provider, "status", real)
+    await drive(bot, lambda: _succeeded(bot, first))
+    await assert_settled_once(bot, [first, second])
+
+
+async def test_a_list_status_walk_asks_about_every_job_in_flight_at_most_once_per_poll_min(
+    harness: BotHarness, sim: OpenAISim
+) -> None:
+    settings = harness.settings(
+        providers="openai", openai_api_key=OPENAI_KEY, openai_base_url=sim.base_url, poll_min_seconds=30.0
+    )
+    async with open_bot(settings) as bot:
+        await bot.services.budget.set_limits(Actor(ADMIN, GUILD, manage_guild=True), "20")
+        jobs = []
+        for i in range(4):  # four members: the per-member active-job limit stays out of the way
+            member = Actor(MEMBER + i, GUILD)
+            command = GenerateCommand(
+                actor=member, interaction_id=None, channel_id=CHANNEL, locale="en-US", prompt=f"rain {i}"
+            )
+            admitted = await bot.services.generation.admit(command)
+            assert (await bot.services.generation.dispatch(admitted.job.id)).external_id
+            jobs.append(admitted.job.id)
+        now = time.time()
+        # one is due; the others are not, yet the same list page answers them all
+        schedule = {jobs[0]: now - 1, jobs[1]: now + 0.5, jobs[2]: now + 10, jobs[3]: now + 600}
+        async with bot.db.transaction() as conn:
+            for job_id, at in schedule.items():
+                await conn.execute("UPDATE jobs SET next_poll_at = ? WHERE id = ?", (at, job_id))
+        sim.requests.clear()
+
+        report = await bot.services.tracker.poll_once()
+
+        assert report.polled == 4 and report.errors == 0
+        assert len(sim.requests_to("GET", "/videos")) == 1  # one list page for the four
+        assert not [r for r in sim.requests if r.path.startswith("/v1/videos/")]
+        rows = [await bot.services.generation.job_row(job_id) for job_id in jobs]
+        assert all(r.next_poll_at is not None and r.next_poll_at >= now + 30 for r in rows)  # POLL_MIN floor
+
+        # a job falling due before POLL_MIN has passed waits for the next walk instead of starting one
+        async with bot.db.transaction() as conn:
+            await conn.execute("UPDATE jobs SET next_poll_at = ? WHERE id = ?", (time.time() - 1, jobs[2]))
+        report = await bot.services.tracker.poll_once()
+        assert report.polled == 0 and len(sim.requests_to("GET", "/videos")) == 1
+        postponed = await bot.services.generation.job_row(jobs[2])
+        assert postponed.next_poll_at == pytest.approx(now + 30, abs=2)  # the next walk
 
 
 async def test_status_and_download_faults_on_the_wire_are_retried(services_bot: Castbot, sim: OpenAISim) -> None:
