@@ -21,6 +21,8 @@ from cogs._common import actor_of
 
 log = logging.getLogger(__name__)
 
+OVER = ("succeeded", "delivered", "rejected", "failed", "canceled")
+
 
 class NameAsker(Protocol):
     async def ask_name_for_job(self, interaction: discord.Interaction[Any], job_id: int) -> None: ...
@@ -127,9 +129,8 @@ class GenerateCog(commands.Cog, name=GENERATE_COG):
             services.wake_loop()
             await interaction.followup.send(t("generate.queued_no_status", locale, job=job.id), ephemeral=True)
             return
-        # Answer the member before recording the message id: that write waits for the database's
-        # single writer, which a burst of dispatches keeps busy. A job the loop moves on meanwhile
-        # still gets its message edited (recording the id marks it changed, migration 0006).
+        # Answer the member before recording the message id: under a burst that write queues
+        # behind hundreds of others on the single writer (1.5-2 s in bench/ack_burst.py).
         try:
             await interaction.followup.send(
                 t("generate.queued", locale, job=job.id, link=status.jump_url), ephemeral=True
@@ -137,6 +138,19 @@ class GenerateCog(commands.Cog, name=GENERATE_COG):
         finally:
             await services.generation.set_status_message(job.id, status.id)
             services.wake_loop()
+            await self._show_if_already_over(job.id, status, guild_locale)
+
+    async def _show_if_already_over(self, job_id: int, status: discord.Message, locale: str) -> None:
+        """A job that ended before its message id was recorded was posted without it: its status
+        message would show it waiting forever. Rare (the render, download and post all inside the
+        member's confirmation), so the check is one read."""
+        job = await self.bot.services.generation.job_row(job_id)
+        if job.state not in OVER:
+            return
+        try:
+            await status.edit(embed=status_embed(job, f"<@{job.user_id}>", locale), view=None)
+        except discord.HTTPException as exc:
+            log.info("job %d: status message not edited (%s)", job.id, exc.status)
 
 
 async def setup(bot: Castbot) -> None:

@@ -339,3 +339,35 @@ async def test_the_loop_keeps_polling_and_posting_while_status_edits_are_rate_li
     # while the busy channel's edit is still waiting out its rate limit
     assert [c.status for c in edits_in(sandbox, world.channel)] == [429]
     assert shown(sandbox.message(stalled.id)) == [WAITING]
+
+
+# --- a job over before its status message id is recorded ---------------------------------------
+
+
+async def test_a_job_over_before_its_message_id_was_recorded_still_shows_its_end(
+    sandbox: DiscordSandbox, world: World, harness: BotHarness
+) -> None:
+    # The member's confirmation is held up (Discord answers it 429 for 3 s) while the local
+    # provider renders in 0.2 s: the job is delivered before /generate records its status message.
+    sandbox.fail_next("POST", r"^/webhooks/", 429, retry_after=3.0)
+    bot = await harness.start()
+
+    async def admitted(bot: Castbot) -> bool:
+        return bool(await bot.db.fetchall("SELECT id FROM jobs WHERE id = 1"))
+
+    handle = await sandbox.invoke(world.guild, world.channel, world.member, "generate", prompt="a kite", seconds=2)
+
+    def delivered() -> StoredMessage | None:
+        posts = [m for m in world.channel.visible_messages if m.nonce == "castbot-job-1"]
+        return posts[0] if posts else None
+
+    # another member's command would wake the loop meanwhile: it dispatches the held job
+    await wait_until(lambda: admitted(bot), "job #1 admitted")
+    bot.services.wake_loop()
+    result = await sandbox.wait_for(delivered, TIMEOUT, "the result posted")
+    assert result.message_reference is None  # posted before its status message was known
+    reply = await handle.wait_final_message(timeout=TIMEOUT)
+    assert "Job #1 is queued" in reply.content
+    status = await sandbox.wait_for(lambda: status_messages(sandbox, world.channel).get(1), TIMEOUT, "the status")
+    await wait_shown(sandbox, status, DELIVERED)
+    assert sandbox.message(status.id).components == []  # no Cancel button on a delivered job
