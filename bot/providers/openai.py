@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -88,6 +89,7 @@ LIST_MIN = 2  # ids in one status() call before the list is worth a page
 LIST_PAGE_MIN, LIST_PAGE_MAX = 10, 100  # the API's page limit is 1-100
 LIST_MAX_PAGES = 50
 LIST_FRESH = 0.5  # seconds after its last page a walk still answers status calls (one loop pass)
+LIST_RETRY = 600.0  # seconds before trying walks again after they stopped paying
 
 _STATUS = {
     "queued": JobStatus.QUEUED,
@@ -164,7 +166,9 @@ class OpenAIProvider(VideoProvider):
         self._unknown_fields_seen: set[str] = set()
         self._walk: _ListWalk | None = None
         self._walk_lock = asyncio.Lock()
-        self._list_usable = True  # False once the server refuses to list videos (some relays)
+        # When the list may not be used for status: never again where the server refuses it (some
+        # relays), for a while where walks stopped paying (our jobs buried under others' videos).
+        self._list_off_until = 0.0
 
     def __repr__(self) -> str:
         return f"OpenAIProvider(base_url={self._base!r}, model={self._model!r}, pro_model={self._pro_model!r})"
@@ -456,9 +460,11 @@ class OpenAIProvider(VideoProvider):
     async def status(self, external_ids: Sequence[str]) -> Mapping[str, JobSnapshot]:
         ids = list(dict.fromkeys(external_ids))
         found: dict[str, JobSnapshot] = {}
-        if len(ids) >= LIST_MIN and self._list_usable:
+        if len(ids) >= LIST_MIN and self._list_on():
             found = await self._status_from_list(ids)
         rest = [i for i in ids if i not in found]
+        if len(ids) >= LIST_MIN and len(rest) > len(ids) // 2 and self._list_on():
+            self._list_off(time.monotonic() + LIST_RETRY, "walks of the video list stopped paying")
         try:
             found.update(await self._status_each(rest))
         except ProviderError as exc:
@@ -469,6 +475,20 @@ class OpenAIProvider(VideoProvider):
                 PROVIDER, exc.message, code=exc.code, retry_after=exc.retry_after, answered=found
             ) from exc
         return found
+
+    def _list_on(self) -> bool:
+        if time.monotonic() < self._list_off_until:
+            return False
+        if not self.capabilities.status_by_list:
+            self.capabilities = type(self).capabilities  # the pause is over: the tracker walks again
+        return True
+
+    def _list_off(self, until: float, why: str) -> None:
+        """Read status one job at a time until `until`; the tracker, seeing the capability gone, stops
+        asking about every job in flight at once (one lookup each would cost more than it saves)."""
+        self._list_off_until = until
+        self.capabilities = replace(type(self).capabilities, status_by_list=False)
+        log.warning("openai: %s; reading status one job at a time%s", why, "" if until == math.inf else " for now")
 
     async def _status_each(self, ids: Sequence[str]) -> dict[str, JobSnapshot]:
         results = await asyncio.gather(*(self._status_one(i) for i in ids), return_exceptions=True)
@@ -502,8 +522,7 @@ class OpenAIProvider(VideoProvider):
                 except Rejected as exc:
                     walk.exhausted = True
                     if walk.after is None:
-                        self._list_usable = False
-                        log.warning("openai: the video list is refused (%s); reading status one job at a time", exc)
+                        self._list_off(math.inf, f"the video list is refused ({exc})")
                 except ProviderError:
                     if walk.pages == 0:
                         raise  # nothing read: the caller decides (the tracker retries job by job)

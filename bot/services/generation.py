@@ -380,9 +380,6 @@ class GenerationService:
         counts = await store.count_by_state(self._db)
         return {state: n for state, n in counts.items() if state in store.OPEN}
 
-    async def held_due(self) -> list[JobRow]:
-        return await store.due(self._db, self._clock(), ("held",))
-
     async def next_due_at(self) -> float | None:
         """When the loop next has something to do (dispatch, poll or post)."""
         return await store.next_due_at(self._db, (*store.OPEN, "rejected", "failed"), unnotified_only=True)

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from bot.providers import openai as openai_adapter
 from bot.providers.base import (
     Ambiguous,
     AuthFailed,
@@ -512,6 +513,24 @@ async def test_a_deep_walk_stops_when_pages_stop_paying(provider: OpenAIProvider
     assert len(pages) + len(singles) <= len(wanted) + 1
     assert sorted(singles) == sorted(f"/v1/videos/{i}" for i in ids[:3])
     assert len(pages) == 2 and "after" in pages[1].query  # a second page, then it stopped paying
+    # most of them needed a lookup of their own: the tracker is told to stop asking about every
+    # job at once for a while (the class's own capabilities are untouched)
+    assert not provider.capabilities.status_by_list and OpenAIProvider.capabilities.status_by_list
+    sim.requests.clear()
+    await provider.status(ids[-2:])
+    assert not sim.requests_to("GET", "/videos") and len(single_lookups(sim)) == 2
+
+
+async def test_walks_are_tried_again_after_a_pause(
+    provider: OpenAIProvider, sim: OpenAISim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(openai_adapter, "LIST_RETRY", 0.0)
+    ids = await submit_many(provider, sim, 300)
+    await provider.status(ids[-1:] + ids[:3])  # stops paying: paused for LIST_RETRY
+    sim.requests.clear()
+    assert set(await provider.status(ids[-2:])) == set(ids[-2:])
+    assert not single_lookups(sim)  # answered from the list again
+    assert provider.capabilities.status_by_list
 
 
 async def test_lookups_that_fail_after_a_good_walk_keep_what_the_walk_read(
@@ -544,6 +563,7 @@ async def test_a_server_without_a_video_list_is_read_one_job_at_a_time(client: h
         assert set(await provider.status(ids)) == set(ids)
         assert not sim.requests_to("GET", "/videos"), "a refused list is not asked again"
         assert len(single_lookups(sim)) == 3
+        assert not provider.capabilities.status_by_list  # the tracker stops asking about all at once
     finally:
         await sim.close()
 
