@@ -158,11 +158,14 @@ class Database:
             return count
 
     async def fetchone(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> aiosqlite.Row | None:
-        async with self._reader.execute(sql, params) as cursor:
-            row: aiosqlite.Row | None = await cursor.fetchone()
-            return row
+        """The first row of a query meant to return one (it reads them all)."""
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
 
     async def fetchall(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[aiosqlite.Row]:
-        async with self._reader.execute(sql, params) as cursor:
-            rows: Iterable[aiosqlite.Row] = await cursor.fetchall()
-            return list(rows)
+        # One hop to the reader's thread runs the query to its end. A cursor read in several hops
+        # keeps its statement (and so its snapshot) open in between: every read the other
+        # coroutines make on the shared connection meanwhile would see that older snapshot,
+        # missing writes committed just before them (tests/unit/test_db_reads.py).
+        rows: Iterable[aiosqlite.Row] = await self._reader.execute_fetchall(sql, params)
+        return list(rows)
