@@ -26,7 +26,7 @@ from bot.services.money import format_usd
 from bot.services.status_edits import StatusEdits
 from bot.store.jobs import JobRow
 from bot.ui.generation import failure_text, human_size, route_notes, status_embed
-from bot.ui.job_buttons import result_view, status_view
+from bot.ui.job_buttons import DELIVERY_COG, result_view, status_view
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 IDLE_SECONDS = 5.0
 
 
-class DeliveryCog(commands.Cog):
+class DeliveryCog(commands.Cog, name=DELIVERY_COG):
     def __init__(self, bot: Castbot) -> None:
         self.bot = bot
         self._task: asyncio.Task[None] | None = None
@@ -158,6 +158,17 @@ class DeliveryCog(commands.Cog):
             log.info("job %d: status message not edited (%s)", job.id, exc.status)
             return False
         return True
+
+    async def show_if_posted(self, job_id: int) -> None:
+        """Make the final edit of a job whose result was posted before /generate recorded its
+        status message (render, download and post all inside the member's confirmation): that
+        post made no edit. A job not posted yet is left alone: its post will make the edit, and an
+        edit from here could land after it, showing an older state."""
+        job = await self.bot.services.generation.job_row(job_id)
+        if job.notified_at is None or job.status_message_id is None:
+            return
+        async with self.status_edits.final_turn(job.channel_id, job.id):
+            await self._edit_status(job, final=True)
 
     # --- final messages ------------------------------------------------------------------------
 

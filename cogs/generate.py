@@ -15,17 +15,19 @@ from bot.services.generation import GenerateCommand
 from bot.services.money import format_usd
 from bot.ui.characters import COG_NAME as CHARACTERS_COG
 from bot.ui.generation import status_embed
-from bot.ui.job_buttons import GENERATE_COG, JOB_BUTTONS, status_view
+from bot.ui.job_buttons import DELIVERY_COG, GENERATE_COG, JOB_BUTTONS, status_view
 from bot.ui.replies import locale_of
 from cogs._common import actor_of
 
 log = logging.getLogger(__name__)
 
-OVER = ("succeeded", "delivered", "rejected", "failed", "canceled")
-
 
 class NameAsker(Protocol):
     async def ask_name_for_job(self, interaction: discord.Interaction[Any], job_id: int) -> None: ...
+
+
+class FinalEditor(Protocol):
+    async def show_if_posted(self, job_id: int) -> None: ...
 
 
 def _choices(*values: str) -> list[app_commands.Choice[str]]:
@@ -138,19 +140,10 @@ class GenerateCog(commands.Cog, name=GENERATE_COG):
         finally:
             await services.generation.set_status_message(job.id, status.id)
             services.wake_loop()
-            await self._show_if_already_over(job.id, status, guild_locale)
-
-    async def _show_if_already_over(self, job_id: int, status: discord.Message, locale: str) -> None:
-        """A job that ended before its message id was recorded was posted without it: its status
-        message would show it waiting forever. Rare (the render, download and post all inside the
-        member's confirmation), so the check is one read."""
-        job = await self.bot.services.generation.job_row(job_id)
-        if job.state not in OVER:
-            return
-        try:
-            await status.edit(embed=status_embed(job, f"<@{job.user_id}>", locale), view=None)
-        except discord.HTTPException as exc:
-            log.info("job %d: status message not edited (%s)", job.id, exc.status)
+            # a result posted before the id was recorded made no edit of the status message
+            delivery = self.bot.get_cog(DELIVERY_COG)
+            if delivery is not None:
+                await cast(FinalEditor, delivery).show_if_posted(job.id)
 
 
 async def setup(bot: Castbot) -> None:

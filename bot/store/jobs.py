@@ -44,6 +44,7 @@ class JobRow:
     deadline_at: float | None
     status_message_id: int | None
     result_message_id: int | None
+    notified_at: float | None  # when its final message was posted (or given up on)
     result_path: str | None
     result_sha256: str | None
     result_size: int | None
@@ -76,6 +77,7 @@ class JobRow:
             deadline_at=row["deadline_at"],
             status_message_id=row["status_message_id"],
             result_message_id=row["result_message_id"],
+            notified_at=row["notified_at"],
             result_path=row["result_path"],
             result_sha256=row["result_sha256"],
             result_size=row["result_size"],

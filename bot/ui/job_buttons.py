@@ -15,6 +15,7 @@ import discord
 from bot.i18n import t
 
 GENERATE_COG = "Generate"
+DELIVERY_COG = "DeliveryCog"
 
 
 class JobButtonHandler(Protocol):

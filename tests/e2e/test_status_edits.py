@@ -371,3 +371,33 @@ async def test_a_job_over_before_its_message_id_was_recorded_still_shows_its_end
     status = await sandbox.wait_for(lambda: status_messages(sandbox, world.channel).get(1), TIMEOUT, "the status")
     await wait_shown(sandbox, status, DELIVERED)
     assert sandbox.message(status.id).components == []  # no Cancel button on a delivered job
+
+
+async def test_a_job_finished_but_not_posted_when_its_id_is_recorded_gets_only_its_final_edit(
+    sandbox: DiscordSandbox, world: World, harness: BotHarness
+) -> None:
+    # The confirmation is held up 3 s (so the id is recorded after the render ends) and the
+    # result's post 4 s (so it lands after the id is recorded). /generate must leave the status
+    # message to the post: an edit of its own ("finished, posting") could land after the final one.
+    sandbox.fail_next("POST", r"^/webhooks/", 429, retry_after=3.0)
+    bot = await harness.start()
+    handle = await sandbox.invoke(world.guild, world.channel, world.member, "generate", prompt="a kite", seconds=2)
+    status = await sandbox.wait_for(lambda: status_messages(sandbox, world.channel).get(1), TIMEOUT, "the status")
+    sandbox.fail_next("POST", rf"^/channels/{world.channel.id}/messages$", 429, retry_after=4.0)
+
+    async def rendered() -> bool:
+        row = await bot.db.fetchone("SELECT state, status_message_id FROM jobs WHERE id = 1")
+        assert row is not None and row["status_message_id"] is None, "confirmed before the render ended"
+        return bool(row["state"] == "succeeded")
+
+    bot.services.wake_loop()  # another member's command would wake the loop meanwhile
+    await wait_until(rendered, "job #1 rendered before its id is recorded")
+    assert "Job #1 is queued" in (await handle.wait_final_message(timeout=TIMEOUT)).content
+
+    def posted() -> list[StoredMessage] | None:
+        return [m for m in world.channel.visible_messages if m.nonce == "castbot-job-1"] or None
+
+    await sandbox.wait_for(posted, TIMEOUT, "the result posted")
+    await wait_shown(sandbox, status, DELIVERED)
+    assert shown(sandbox.message(status.id)) == [WAITING, DELIVERED]
+    assert sandbox.message(status.id).components == []
