@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Protocol, cast
 
@@ -13,6 +14,7 @@ from bot.app import Castbot
 from bot.i18n import cmd, t
 from bot.services.generation import GenerateCommand
 from bot.services.money import format_usd
+from bot.store.jobs import JobRow
 from bot.ui.characters import COG_NAME as CHARACTERS_COG
 from bot.ui.generation import status_embed
 from bot.ui.job_buttons import DELIVERY_COG, GENERATE_COG, JOB_BUTTONS, status_view
@@ -20,6 +22,8 @@ from bot.ui.replies import locale_of
 from cogs._common import actor_of
 
 log = logging.getLogger(__name__)
+
+CONFIRM_WITHIN = 2.0  # seconds the member's confirmation may wait for the status message's link
 
 
 class NameAsker(Protocol):
@@ -121,29 +125,42 @@ class GenerateCog(commands.Cog, name=GENERATE_COG):
         # channel posts speak the server's language: the /settings choice, else Discord's guild locale
         configured = (await services.guilds.get(job.guild_id)).locale
         guild_locale = configured or (interaction.guild_locale.value if interaction.guild_locale else locale)
-        try:
-            channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
-            view = status_view(job.id, guild_locale)
-            status = await channel.send(embed=status_embed(job, f"<@{job.user_id}>", guild_locale), view=view)
-            view.stop()  # clicks arrive through the registered dynamic items, also after a restart
-        except discord.HTTPException as exc:
-            log.warning("job %d: could not post its status message (%s)", job.id, exc.status)
-            services.wake_loop()
-            await interaction.followup.send(t("generate.queued_no_status", locale, job=job.id), ephemeral=True)
-            return
+        # A busy channel takes about 5 posts per 5 s: the member's confirmation (its own rate
+        # limit) waits a moment for the public status message's link, never for the queue.
+        post = asyncio.ensure_future(self._post_status(job, guild_locale))
+        posted_in_time = bool((await asyncio.wait({post}, timeout=CONFIRM_WITHIN))[0])
         # Answer the member before recording the message id: under a burst that write queues
         # behind hundreds of others on the single writer (1.5-2 s in bench/ack_burst.py).
         try:
-            await interaction.followup.send(
-                t("generate.queued", locale, job=job.id, link=status.jump_url), ephemeral=True
-            )
+            if not posted_in_time:
+                services.wake_loop()  # the job need not wait for its status message
+                await interaction.followup.send(t("generate.queued_soon", locale, job=job.id), ephemeral=True)
+            elif (posted := post.result()) is None:
+                await interaction.followup.send(t("generate.queued_no_status", locale, job=job.id), ephemeral=True)
+            else:
+                link = posted.jump_url
+                await interaction.followup.send(t("generate.queued", locale, job=job.id, link=link), ephemeral=True)
         finally:
-            await services.generation.set_status_message(job.id, status.id)
+            status = await post
+            if status is not None:
+                await services.generation.set_status_message(job.id, status.id)
             services.wake_loop()
             # a result posted before the id was recorded made no edit of the status message
             delivery = self.bot.get_cog(DELIVERY_COG)
-            if delivery is not None:
+            if status is not None and delivery is not None:
                 await cast(FinalEditor, delivery).show_if_posted(job.id)
+
+    async def _post_status(self, job: JobRow, locale: str) -> discord.Message | None:
+        """The job's public status message, or None when Discord refused it."""
+        try:
+            channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+            view = status_view(job.id, locale)
+            status = await channel.send(embed=status_embed(job, f"<@{job.user_id}>", locale), view=view)
+            view.stop()  # clicks arrive through the registered dynamic items, also after a restart
+            return status
+        except discord.HTTPException as exc:
+            log.warning("job %d: could not post its status message (%s)", job.id, exc.status)
+            return None
 
 
 async def setup(bot: Castbot) -> None:

@@ -401,3 +401,52 @@ async def test_a_job_finished_but_not_posted_when_its_id_is_recorded_gets_only_i
     await wait_shown(sandbox, status, DELIVERED)
     assert shown(sandbox.message(status.id)) == [WAITING, DELIVERED]
     assert sandbox.message(status.id).components == []
+
+
+# --- a busy channel -----------------------------------------------------------------------------
+
+
+async def test_in_a_busy_channel_the_member_is_confirmed_without_waiting_for_the_status_message(
+    sandbox: DiscordSandbox, world: World, harness: BotHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bot = await harness.start()
+    generate_cog = bot.get_cog("Generate")
+    assert generate_cog is not None
+    monkeypatch.setattr(sys.modules[type(generate_cog).__module__], "CONFIRM_WITHIN", 0.2)
+    # the channel takes no post for 3 s, as when Discord's per-channel limit answers 429
+    sandbox.fail_next("POST", rf"^/channels/{world.channel.id}/messages$", 429, retry_after=3.0)
+
+    handle = await sandbox.invoke(world.guild, world.channel, world.member, "generate", prompt="a kite", seconds=2)
+    reply = await handle.wait_final_message(timeout=TIMEOUT)
+    assert reply.content == "Job #1 is queued. This channel is busy: its status message will appear here shortly."
+    assert status_messages(sandbox, world.channel) == {}  # confirmed while the post still waited
+
+    # the status message still comes, its id is recorded, and it ends showing the delivery
+    status = await sandbox.wait_for(lambda: status_messages(sandbox, world.channel).get(1), TIMEOUT, "the status")
+
+    async def recorded() -> bool:
+        row = await bot.db.fetchone("SELECT status_message_id FROM jobs WHERE id = 1")
+        return row is not None and row["status_message_id"] == status.id
+
+    await wait_until(recorded, "the status message's id recorded")
+    await wait_shown(sandbox, status, DELIVERED)
+    assert [m for m in world.channel.visible_messages if m.nonce == "castbot-job-1"]
+    assert len(handle.followups) == 1  # one answer to the member, not a second once the post landed
+
+
+async def test_a_refused_status_message_is_said_to_the_member_and_the_job_still_runs(
+    sandbox: DiscordSandbox, world: World, harness: BotHarness
+) -> None:
+    await harness.start()
+    sandbox.fail_next("POST", rf"^/channels/{world.channel.id}/messages$", 403, code=50013)
+
+    handle = await sandbox.invoke(world.guild, world.channel, world.member, "generate", prompt="a kite", seconds=2)
+    reply = await handle.wait_final_message(timeout=TIMEOUT)
+    assert reply.content.startswith("Job #1 is queued. I couldn't post its status in this channel")
+
+    def posted() -> list[StoredMessage] | None:
+        return [m for m in world.channel.visible_messages if m.nonce == "castbot-job-1"] or None
+
+    result = (await sandbox.wait_for(posted, TIMEOUT, "the result posted"))[0]
+    assert "your video for job #1 is ready" in result.content
+    assert status_messages(sandbox, world.channel) == {}
