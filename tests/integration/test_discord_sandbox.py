@@ -459,6 +459,25 @@ async def test_rate_limit_is_retried_by_discord_py(sandbox: DiscordSandbox, scen
     assert sandbox.message(sent.id).content == "after a 429"
 
 
+async def test_channel_posts_can_be_paced_like_discord(sandbox: DiscordSandbox, scene: Scene, bot: SandboxBot) -> None:
+    limit, window = 2, 0.5
+    sandbox.pace_channel_posts(limit, window)
+    other = scene.guild.add_text_channel("other")
+    channel = bot.get_partial_messageable(scene.channel.id)
+    sent = await asyncio.gather(*(channel.send(f"post {i}") for i in range(5)))
+    elsewhere = await bot.get_partial_messageable(other.id).send("not held up")
+
+    # every post landed, in order; those over the pace were answered 429 and retried by discord.py
+    assert [sandbox.message(m.id).content for m in sent] == [f"post {i}" for i in range(5)]
+    posts = sandbox.calls_to("POST", rf"^/channels/{scene.channel.id}/messages$")
+    taken = [c.at for c in posts if c.status == 200]
+    assert len(taken) == 5 and any(c.status == 429 for c in posts)
+    assert all(taken[i + limit] - taken[i] >= window for i in range(len(taken) - limit))
+    # the pace is per channel
+    assert [c.status for c in sandbox.calls_to("POST", rf"^/channels/{other.id}/messages$")] == [200]
+    assert sandbox.message(elsewhere.id).content == "not held up"
+
+
 async def test_sharded_bot_uses_gateway_bot_and_chunks_members(
     sandbox: DiscordSandbox, scene: Scene, monkeypatch: pytest.MonkeyPatch
 ) -> None:

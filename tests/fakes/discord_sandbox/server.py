@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -28,6 +29,17 @@ from .wire import ApiRequest, Call, Reply, UploadedFile
 T = TypeVar("T")
 POLL_INTERVAL = 0.02
 MAX_REQUEST = 600 * 1024 * 1024  # above every upload limit, so the sandbox (not aiohttp) answers 413
+
+
+_CHANNEL_POST = re.compile(r"^/channels/\d+/messages$")
+
+
+def _rate_limited(wait: float, scope: str = "shared", code: int = 0, message: str | None = None) -> Reply:
+    body = {"message": message or "You are being rate limited.", "retry_after": round(wait, 3), "global": False}
+    body["code"] = code
+    # discord.py only retries a 429 that came through Discord's proxy (Via header).
+    headers = {"Via": "1.1 google", "Retry-After": str(round(wait, 3)), "X-RateLimit-Scope": scope}
+    return Reply(429, body, headers)
 
 
 @dataclass
@@ -78,6 +90,8 @@ class DiscordSandbox:
         self.unknown_routes: list[Call] = []
         self.cdn_fetches: list[tuple[int, int]] = []  # (file id, HTTP status)
         self._fail_rules: list[FailRule] = []
+        self._post_pace: tuple[int, float] | None = None
+        self._posts: dict[str, deque[float]] = {}  # channel messages path -> when its posts were taken
         self._changed = asyncio.Event()
         self._routes: list[Route] = [
             *self.rest.routes(),
@@ -279,11 +293,14 @@ class DiscordSandbox:
         body = error_body(code, message, errors)
         if status == 429:
             wait = 0.01 if retry_after is None else retry_after
-            message = "You are being rate limited." if message.startswith("429") else message
-            body = {"message": message, "retry_after": wait, "global": False, "code": code}
-            # discord.py only retries a 429 that came through Discord's proxy (Via header).
-            headers = {"Via": "1.1 google", "Retry-After": str(wait), "X-RateLimit-Scope": "user"}
+            limited = _rate_limited(wait, "user", code, None if message.startswith("429") else message)
+            body, headers = limited.body, limited.headers
         self._fail_rules.append(FailRule(method.upper(), re.compile(path_regex), status, body, headers, times))
+
+    def pace_channel_posts(self, limit: int = 5, window: float = 5.0) -> None:
+        """Take at most `limit` posts per `window` seconds in each channel, as Discord does
+        (about 5 per 5 s); the rest are answered 429 with the wait until a post is free."""
+        self._post_pace = (limit, window)
 
     def calls_to(self, method: str, path_regex: str) -> list[Call]:
         pattern = re.compile(path_regex)
@@ -427,6 +444,7 @@ class DiscordSandbox:
         return self.token is None or token == self.token
 
     async def _api(self, request: web.Request) -> web.StreamResponse:
+        at = self.world.clock.monotonic()  # when the call arrived: pacing and Call.at agree
         try:
             req = await self._parse(request)
         except ValueError:
@@ -438,7 +456,7 @@ class DiscordSandbox:
                 False,
             )
         else:
-            reply, known, injected = self._answer(req)
+            reply, known, injected = self._answer(req, at)
         call = Call(
             method=req.method,
             path=req.path,
@@ -448,7 +466,7 @@ class DiscordSandbox:
             status=reply.status,
             response=reply.body,
             injected=injected,
-            at=self.world.clock.monotonic(),
+            at=at,
         )
         self.calls.append(call)
         if not known:
@@ -456,12 +474,23 @@ class DiscordSandbox:
         self._notify()
         return _to_response(reply)
 
-    def _answer(self, req: ApiRequest) -> tuple[Reply, bool, bool]:
+    def _answer(self, req: ApiRequest, now: float) -> tuple[Reply, bool, bool]:
         """(reply, route known, answered by fail_next)."""
         rule = next((r for r in self._fail_rules if r.matches(req)), None)
         if rule is not None:
             rule.times -= 1
             return Reply(rule.status, rule.body, dict(rule.headers)), True, True
+        if self._post_pace is not None and req.method == "POST" and _CHANNEL_POST.match(req.path):
+            limit, window = self._post_pace
+            taken = self._posts.setdefault(req.path, deque())
+            while taken and taken[0] <= now - window:
+                taken.popleft()
+            if len(taken) >= limit:
+                return _rate_limited(taken[0] + window - now), True, True
+            reply, known = self._route(req)
+            if reply.status < 300:
+                taken.append(now)
+            return reply, known, False
         reply, known = self._route(req)
         return reply, known, False
 
