@@ -145,6 +145,8 @@ class GenerateCog(commands.Cog, name=GENERATE_COG):
             if status is not None:
                 await services.generation.set_status_message(job.id, status.id)
             services.wake_loop()
+            if status is None and not posted_in_time:  # promised a status message that never came
+                await interaction.followup.send(t("generate.queued_no_status", locale, job=job.id), ephemeral=True)
             # a result posted before the id was recorded made no edit of the status message
             delivery = self.bot.get_cog(DELIVERY_COG)
             if status is not None and delivery is not None:

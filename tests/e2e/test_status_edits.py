@@ -450,3 +450,22 @@ async def test_a_refused_status_message_is_said_to_the_member_and_the_job_still_
     result = (await sandbox.wait_for(posted, TIMEOUT, "the result posted"))[0]
     assert "your video for job #1 is ready" in result.content
     assert status_messages(sandbox, world.channel) == {}
+
+
+async def test_a_status_message_refused_after_the_member_was_told_it_is_coming_is_said_too(
+    sandbox: DiscordSandbox, world: World, harness: BotHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bot = await harness.start()
+    generate_cog = bot.get_cog("Generate")
+    assert generate_cog is not None
+    monkeypatch.setattr(sys.modules[type(generate_cog).__module__], "CONFIRM_WITHIN", 0.2)
+    # a busy channel first (429 for 1 s), then the bot turns out to lack the permission to post
+    sandbox.fail_next("POST", rf"^/channels/{world.channel.id}/messages$", 429, retry_after=1.0)
+    sandbox.fail_next("POST", rf"^/channels/{world.channel.id}/messages$", 403, code=50013)
+
+    handle = await sandbox.invoke(world.guild, world.channel, world.member, "generate", prompt="a kite", seconds=2)
+    await handle.wait_followup(1, timeout=TIMEOUT)
+    texts = [m.content for m in handle.followups]
+    assert texts[0].startswith("Job #1 is queued. This channel is busy")
+    assert texts[1].startswith("Job #1 is queued. I couldn't post its status in this channel")
+    assert status_messages(sandbox, world.channel) == {}
