@@ -116,6 +116,18 @@ async def wait_until(check: Any, what: str, timeout: float = TIMEOUT) -> None:
             await asyncio.sleep(0.02)
 
 
+def result_posts(world: World, job: int) -> list[StoredMessage] | None:
+    """The job's final message(s) in the world's channel, found by the nonce it is posted with."""
+    return [m for m in world.channel.visible_messages if m.nonce == f"castbot-job-{job}"] or None
+
+
+def shorten_confirm_wait(bot: Castbot, monkeypatch: pytest.MonkeyPatch, seconds: float = 0.2) -> None:
+    """How long /generate's confirmation waits for the status message's link."""
+    generate_cog = bot.get_cog("Generate")
+    assert generate_cog is not None
+    monkeypatch.setattr(sys.modules[type(generate_cog).__module__], "CONFIRM_WITHIN", seconds)
+
+
 async def one_loop_pass(bot: Castbot, sandbox: DiscordSandbox) -> None:
     """Wake the delivery loop and wait until it has finished a pass (it clears the flag after one)."""
     bot.services.wake_loop()
@@ -394,10 +406,7 @@ async def test_a_job_finished_but_not_posted_when_its_id_is_recorded_gets_only_i
     await wait_until(rendered, "job #1 rendered before its id is recorded")
     assert "Job #1 is queued" in (await handle.wait_final_message(timeout=TIMEOUT)).content
 
-    def posted() -> list[StoredMessage] | None:
-        return [m for m in world.channel.visible_messages if m.nonce == "castbot-job-1"] or None
-
-    await sandbox.wait_for(posted, TIMEOUT, "the result posted")
+    await sandbox.wait_for(lambda: result_posts(world, 1), TIMEOUT, "the result posted")
     await wait_shown(sandbox, status, DELIVERED)
     assert shown(sandbox.message(status.id)) == [WAITING, DELIVERED]
     assert sandbox.message(status.id).components == []
@@ -410,9 +419,7 @@ async def test_in_a_busy_channel_the_member_is_confirmed_without_waiting_for_the
     sandbox: DiscordSandbox, world: World, harness: BotHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bot = await harness.start()
-    generate_cog = bot.get_cog("Generate")
-    assert generate_cog is not None
-    monkeypatch.setattr(sys.modules[type(generate_cog).__module__], "CONFIRM_WITHIN", 0.2)
+    shorten_confirm_wait(bot, monkeypatch)
     # the channel takes no post for 3 s, as when Discord's per-channel limit answers 429
     sandbox.fail_next("POST", rf"^/channels/{world.channel.id}/messages$", 429, retry_after=3.0)
 
@@ -430,7 +437,7 @@ async def test_in_a_busy_channel_the_member_is_confirmed_without_waiting_for_the
 
     await wait_until(recorded, "the status message's id recorded")
     await wait_shown(sandbox, status, DELIVERED)
-    assert [m for m in world.channel.visible_messages if m.nonce == "castbot-job-1"]
+    assert result_posts(world, 1)
     assert len(handle.followups) == 1  # one answer to the member, not a second once the post landed
 
 
@@ -444,10 +451,7 @@ async def test_a_refused_status_message_is_said_to_the_member_and_the_job_still_
     reply = await handle.wait_final_message(timeout=TIMEOUT)
     assert reply.content.startswith("Job #1 is queued. I couldn't post its status in this channel")
 
-    def posted() -> list[StoredMessage] | None:
-        return [m for m in world.channel.visible_messages if m.nonce == "castbot-job-1"] or None
-
-    result = (await sandbox.wait_for(posted, TIMEOUT, "the result posted"))[0]
+    result = (await sandbox.wait_for(lambda: result_posts(world, 1), TIMEOUT, "the result posted"))[0]
     assert "your video for job #1 is ready" in result.content
     assert status_messages(sandbox, world.channel) == {}
 
@@ -456,9 +460,7 @@ async def test_a_status_message_refused_after_the_member_was_told_it_is_coming_i
     sandbox: DiscordSandbox, world: World, harness: BotHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bot = await harness.start()
-    generate_cog = bot.get_cog("Generate")
-    assert generate_cog is not None
-    monkeypatch.setattr(sys.modules[type(generate_cog).__module__], "CONFIRM_WITHIN", 0.2)
+    shorten_confirm_wait(bot, monkeypatch)
     # a busy channel first (429 for 1 s), then the bot turns out to lack the permission to post
     sandbox.fail_next("POST", rf"^/channels/{world.channel.id}/messages$", 429, retry_after=1.0)
     sandbox.fail_next("POST", rf"^/channels/{world.channel.id}/messages$", 403, code=50013)
