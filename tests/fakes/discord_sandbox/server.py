@@ -35,8 +35,12 @@ _CHANNEL_POST = re.compile(r"^/channels/\d+/messages$")
 
 
 def _rate_limited(wait: float, scope: str = "shared", code: int = 0, message: str | None = None) -> Reply:
-    body = {"message": message or "You are being rate limited.", "retry_after": round(wait, 3), "global": False}
-    body["code"] = code
+    body = {
+        "message": message or "You are being rate limited.",
+        "retry_after": round(wait, 3),
+        "global": False,
+        "code": code,
+    }
     # discord.py only retries a 429 that came through Discord's proxy (Via header).
     headers = {"Via": "1.1 google", "Retry-After": str(round(wait, 3)), "X-RateLimit-Scope": scope}
     return Reply(429, body, headers)
@@ -480,6 +484,7 @@ class DiscordSandbox:
         if rule is not None:
             rule.times -= 1
             return Reply(rule.status, rule.body, dict(rule.headers)), True, True
+        taken: deque[float] | None = None
         if self._post_pace is not None and req.method == "POST" and _CHANNEL_POST.match(req.path):
             limit, window = self._post_pace
             taken = self._posts.setdefault(req.path, deque())
@@ -487,11 +492,9 @@ class DiscordSandbox:
                 taken.popleft()
             if len(taken) >= limit:
                 return _rate_limited(taken[0] + window - now), True, True
-            reply, known = self._route(req)
-            if reply.status < 300:
-                taken.append(now)
-            return reply, known, False
         reply, known = self._route(req)
+        if taken is not None and reply.status < 300:
+            taken.append(now)
         return reply, known, False
 
     def _route(self, req: ApiRequest) -> tuple[Reply, bool]:
