@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-KNOWN_PROVIDERS = ("openai", "relay", "kling", "local")
+KNOWN_PROVIDERS = ("openai", "relay", "kling", "gemini", "fal", "local")
 
 
 class Settings(BaseSettings):
@@ -36,6 +36,21 @@ class Settings(BaseSettings):
     relay_base_url: str | None = None
     kling_api_key: SecretStr | None = None
     kling_base_url: str = "https://api-singapore.klingai.com"
+    # Google Gemini Omni through the Interactions API. The base is the root, without the API
+    # version: /v1beta/... and /upload/v1beta/... go under it.
+    gemini_api_key: SecretStr | None = None
+    gemini_base_url: str = "https://generativelanguage.googleapis.com"
+    gemini_model: str = "gemini-omni-1.1-flash"
+    gemini_pro_model: str | None = None  # quality:pro; unset = the same model at 1080p
+    # fal.ai's queue: one adapter, the model chosen from the adapter's table (bot/providers/fal_models.py).
+    fal_key: SecretStr | None = None
+    fal_queue_url: str = "https://queue.fal.run"
+    fal_rest_url: str = "https://rest.fal.ai"
+    fal_cdn_url: str = "https://v3.fal.media"
+    fal_model: str = "wan/v2.6/reference-to-video"
+    fal_pro_model: str | None = "fal-ai/kling-video/o3/pro/reference-to-video"
+    # "<provider>:<model>:<unit>" -> micro-USD, over the built-in prices (JSON in the environment)
+    price_overrides: dict[str, int] = Field(default_factory=dict)
 
     global_monthly_budget_usd: Decimal | None = None
     poll_min_seconds: float = Field(default=2.0, gt=0)
@@ -62,7 +77,7 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown provider(s) {', '.join(unknown)}; known: {', '.join(KNOWN_PROVIDERS)}")
         return tuple(dict.fromkeys(value))
 
-    @field_validator("discord_api_base")
+    @field_validator("discord_api_base", "gemini_base_url", "fal_queue_url", "fal_rest_url", "fal_cdn_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
@@ -78,6 +93,10 @@ class Settings(BaseSettings):
             keyed.append("relay")
         if self.kling_api_key:
             keyed.append("kling")
+        if self.gemini_api_key:
+            keyed.append("gemini")
+        if self.fal_key:
+            keyed.append("fal")
         return tuple(keyed) or ("local",)
 
     @property

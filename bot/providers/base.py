@@ -31,6 +31,7 @@ class MentionStyle(enum.StrEnum):
     AT_HANDLE = "at_handle"  # relay: @username
     ELEMENT_INDEX = "element_index"  # kling: @element_N, N = position in the element list
     CAPTION = "caption"  # local: the character's name, drawn as a caption
+    REFERENCE_INDEX = "reference_index"  # gemini, fal: the model's token for the Nth reference (@Image1, @Video1...)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,9 @@ class CharacterHandle:
     provider: str
     external_id: str
     mention_token: str  # what stands in the prompt (e.g. "@hfspncadz.mooflapand", "Mossy")
+    # Unix time after which the provider forgets it (uploaded media that expire); None: never.
+    # An expired handle is registered again, lazily, at the next use.
+    expires_at: float | None = None
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """The price book: integer micro-USD per provider, model and size.
 
-Defaults come from `reference/providers.md` §2.1 (OpenAI per second), §4.2 (relay flat per video)
-and `reference/live-providers.md` §4.8 (Kling units per second, 1 unit ≈ $0.14). An operator can
-override any entry with PRICE_OVERRIDES, e.g. `{"openai:sora-2:1280x720": 120000}`.
+Defaults are the vendors' list prices (sources in README.md, "Providers"). Adapters with a
+per-model table (gemini, fal) carry their model's default price there and ask the book first, so
+an operator can override any entry with PRICE_OVERRIDES, e.g. `{"fal:wan/v2.6/reference-to-video:720p": 120000}`.
 """
 
 from __future__ import annotations
@@ -55,15 +55,16 @@ class PriceBook:
             merged[key] = value
         return cls(merged)
 
-    def price(self, provider: str, model: str, unit: str) -> int:
+    def price(self, provider: str, model: str, unit: str, default: int | None = None) -> int:
+        """The book's price for the key, else `default` (an adapter's own model table), else refuse."""
         key = f"{provider}:{model}:{unit}"
-        try:
-            return self.prices[key]
-        except KeyError:
-            raise UnknownPrice(key) from None
+        found = self.prices.get(key, default)
+        if found is None:
+            raise UnknownPrice(key)
+        return found
 
-    def per_second(self, provider: str, model: str, unit: str, seconds: int) -> int:
-        return self.price(provider, model, unit) * seconds
+    def per_second(self, provider: str, model: str, unit: str, seconds: int, default: int | None = None) -> int:
+        return self.price(provider, model, unit, default) * seconds
 
 
 def usd_to_micros(amount: Decimal | int | str) -> int:

@@ -21,7 +21,7 @@ def build_providers(
     settings: Settings, client: httpx.AsyncClient, prices: PriceBook | None = None
 ) -> dict[str, VideoProvider]:
     """The enabled providers in preference order (dicts keep insertion order)."""
-    prices = prices or PriceBook()
+    prices = prices or PriceBook.with_overrides(settings.price_overrides)
     built: dict[str, VideoProvider] = {}
     for name in settings.enabled_providers():
         if name == "local":

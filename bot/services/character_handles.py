@@ -22,6 +22,9 @@ REFUSING = (RejectReason.UNSUPPORTED, RejectReason.MODERATION)
 NOT_A_REFUSAL = {"clip_url_missing"}  # relay: no clip URL known *now*; a later upload may bring one
 REMEMBERED = "refused"  # the code of a Rejected raised from a stored refusal
 URL_MARGIN = 300.0  # seconds: the provider fetches a clip URL some time after we send it
+# A handle this close to its expiry is registered again: a job sent with it may wait in the
+# provider's queue, and the provider reads the media only when the job starts.
+HANDLE_MARGIN = 3600.0
 
 
 def unexpired(url: str | None, now: float) -> str | None:
@@ -36,6 +39,11 @@ def unexpired(url: str | None, now: float) -> str | None:
     except ValueError:
         return url
     return url if expires is None or expires - URL_MARGIN > now else None
+
+
+def fresh(expires_at: float | None, now: float) -> bool:
+    """Whether a handle with this expiry can still be sent to its provider."""
+    return expires_at is None or expires_at - HANDLE_MARGIN > now
 
 
 def is_refusal(error: ProviderError) -> bool:
@@ -86,8 +94,10 @@ class HandleRegistry:
         for row in await store.handles(self._db, [character.character_id]):
             if row.provider != provider:
                 continue
-            if row.state == "ready" and row.external_id is not None:
-                return CharacterHandle(row.provider, row.external_id, row.mention_token or character.asset.name)
+            if row.state == "ready" and row.external_id is not None and fresh(row.expires_at, self._clock()):
+                return CharacterHandle(
+                    row.provider, row.external_id, row.mention_token or character.asset.name, row.expires_at
+                )
             if row.state == "refused":
                 raise Rejected(provider, row.error or "refused", code=REMEMBERED, reason=RejectReason.UNSUPPORTED)
         return None
@@ -102,6 +112,7 @@ class HandleRegistry:
             mention_token=handle.mention_token,
             error=None,
             now=self._clock(),
+            expires_at=handle.expires_at,
         )
 
     async def mark_refused(self, character_id: int, provider: str, reason: str) -> None:

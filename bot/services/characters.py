@@ -55,7 +55,7 @@ from bot.services.character_errors import (
     UploadRefused,
 )
 from bot.services.character_files import CharacterFiles, Frames, StoredClip
-from bot.services.character_handles import HandleRegistry, is_refusal
+from bot.services.character_handles import HandleRegistry, fresh, is_refusal
 from bot.services.character_text import free_name, new_share_code, normalise_share_code
 from bot.services.character_values import (
     SCOPES,
@@ -362,8 +362,8 @@ class CharacterService:
         ready: dict[str, CharacterHandle] = {}
         refused: dict[str, str] = {}
         for h in await store.handles(self._db, [row.id]):
-            if h.state == "ready" and h.external_id is not None:
-                ready[h.provider] = CharacterHandle(h.provider, h.external_id, h.mention_token or row.name)
+            if h.state == "ready" and h.external_id is not None and fresh(h.expires_at, self._clock()):
+                ready[h.provider] = CharacterHandle(h.provider, h.external_id, h.mention_token or row.name, h.expires_at)
             elif h.state == "refused":
                 refused[h.provider] = h.error or ""
         asset = CharacterAsset(

@@ -78,6 +78,7 @@ class HandleRow:
     external_id: str | None
     mention_token: str | None
     error: str | None
+    expires_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -517,7 +518,7 @@ async def handles(source: Source, character_ids: Sequence[int]) -> list[HandleRo
     marks = ", ".join("?" for _ in ids)
     rows = await _all(
         source,
-        "SELECT character_id, provider, state, external_id, mention_token, error FROM character_handles "
+        "SELECT character_id, provider, state, external_id, mention_token, error, expires_at FROM character_handles "
         f"WHERE character_id IN ({marks})",
         ids,
     )
@@ -534,13 +535,15 @@ async def put_handle(
     mention_token: str | None,
     error: str | None,
     now: float,
+    expires_at: float | None = None,
 ) -> None:
     await db.execute(
-        "INSERT INTO character_handles (character_id, provider, state, external_id, mention_token, error, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (character_id, provider) DO UPDATE SET state = excluded.state, "
+        "INSERT INTO character_handles "
+        "(character_id, provider, state, external_id, mention_token, error, created_at, expires_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (character_id, provider) DO UPDATE SET state = excluded.state, "
         "external_id = excluded.external_id, mention_token = excluded.mention_token, error = excluded.error, "
-        "created_at = excluded.created_at",
-        (character_id, provider, state, external_id, mention_token, error, now),
+        "created_at = excluded.created_at, expires_at = excluded.expires_at",
+        (character_id, provider, state, external_id, mention_token, error, now, expires_at),
     )
 
 
