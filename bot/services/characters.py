@@ -363,7 +363,9 @@ class CharacterService:
         refused: dict[str, str] = {}
         for h in await store.handles(self._db, [row.id]):
             if h.state == "ready" and h.external_id is not None and fresh(h.expires_at, self._clock()):
-                ready[h.provider] = CharacterHandle(h.provider, h.external_id, h.mention_token or row.name, h.expires_at)
+                ready[h.provider] = CharacterHandle(
+                    h.provider, h.external_id, h.mention_token or row.name, h.expires_at
+                )
             elif h.state == "refused":
                 refused[h.provider] = h.error or ""
         asset = CharacterAsset(
