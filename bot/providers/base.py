@@ -257,6 +257,11 @@ class VideoProvider(ABC):
             return min(snapshot.actual_cost_micros, self.estimate(request))
         return self.estimate(request)
 
+    @property
+    def model(self) -> str:
+        """The engine this adapter asks for at standard quality (shown in /about); "" if it has one."""
+        return ""
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most adapters own nothing
         """Release resources the adapter owns (not the shared HTTP client)."""
 

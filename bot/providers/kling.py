@@ -119,6 +119,10 @@ class KlingProvider(VideoProvider):
         self._element_timeout = element_timeout
         self._timeout = timeout
 
+    @property
+    def model(self) -> str:
+        return self._model
+
     def __repr__(self) -> str:
         return f"KlingProvider(base_url={self._base_url!r}, model={self._model!r})"
 

@@ -170,6 +170,10 @@ class OpenAIProvider(VideoProvider):
         # relays), for a while where walks stopped paying (our jobs buried under others' videos).
         self._list_off_until = 0.0
 
+    @property
+    def model(self) -> str:
+        return self._model
+
     def __repr__(self) -> str:
         return f"OpenAIProvider(base_url={self._base!r}, model={self._model!r}, pro_model={self._pro_model!r})"
 

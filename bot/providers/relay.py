@@ -211,6 +211,10 @@ class RelayProvider(VideoProvider):
         self._pro_model = pro_model
         self._t = timeouts or RelayTimeouts()
 
+    @property
+    def model(self) -> str:
+        return self._model
+
     def __repr__(self) -> str:
         return f"RelayProvider(base_url={self._base!r}, model={self._model!r})"
 

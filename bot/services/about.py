@@ -30,6 +30,7 @@ class ProviderStatus:
     disabled_reason: str | None = None
     paid: bool = True
     price_micros: int | None = None  # estimate of the typical job; None when it has no price
+    model: str = ""  # the engine behind the provider (fal serves many), "" when it has one
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class AboutService:
                     disabled_reason=breaker.reason,
                     paid=name != "local",
                     price_micros=prices.get(name),
+                    model=self._providers[name].model if self._providers and name in self._providers else "",
                 )
             )
         return AboutInfo(version=__version__, providers=tuple(statuses))

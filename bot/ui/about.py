@@ -43,9 +43,8 @@ def _price(status: ProviderStatus, locale: str) -> str:
 
 
 def _provider_line(status: ProviderStatus, locale: str) -> str:
-    return t(
-        "about.provider_line", locale, name=status.name, state=_state(status, locale), price=_price(status, locale)
-    )
+    name = f"{status.name} (`{status.model}`)" if status.model else status.name
+    return t("about.provider_line", locale, name=name, state=_state(status, locale), price=_price(status, locale))
 
 
 def _dt(ts: float) -> datetime:
