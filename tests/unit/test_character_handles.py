@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -132,3 +133,29 @@ async def test_save_handle_mark_refused_and_load(env: Env) -> None:
     assert [(c.character_id, c.key, c.name, c.asset.name) for c in loaded] == [(cid, "annie", "Annie", "Ann")]
     assert loaded[0].refused["kling"] == "needs two frames"
     assert loaded[0].asset.clip_path.is_file() and loaded[0].asset.clip_duration == pytest.approx(3.0, abs=0.1)
+
+
+async def test_an_expiring_handle_is_reused_until_close_to_its_expiry_then_registered_again(
+    env: Env, sim: OpenAISim
+) -> None:
+    created = await env.create(OWNER, "Mossy")
+    cid = created.character.id
+    openai = env.service._providers["openai"]
+    first = (await env.service.resolve_for_generation(MEMBER, ["mossy"]))[0].handles["openai"]
+    # as a provider whose uploads expire would store it: two hours left
+    await env.service._handles.save(cid, replace(first, expires_at=env.clock.now + 2 * 3600))
+
+    usable = (await env.service.resolve_for_generation(MEMBER, ["mossy"]))[0]
+    assert usable.handles["openai"].expires_at == pytest.approx(env.clock.now + 2 * 3600, abs=10)
+    assert await env.service.ensure_handle(usable, openai) == usable.handles["openai"]
+    assert character_uploads(sim) == 1
+
+    # within the last hour a queued job could outlive it: not offered, and registered again at use
+    env.clock.now += 3600 + 60
+    usable = (await env.service.resolve_for_generation(MEMBER, ["mossy"]))[0]
+    assert "openai" not in usable.handles
+    again = await env.service.ensure_handle(usable, openai)
+    assert character_uploads(sim) == 2
+    assert again.external_id != first.external_id and again.expires_at is None
+    reloaded = (await env.service.resolve_for_generation(MEMBER, ["mossy"]))[0]
+    assert reloaded.handles["openai"] == again
