@@ -19,10 +19,41 @@ from tests.fakes.discord_sandbox import MANAGE_GUILD, Channel, DiscordSandbox, G
 SANDBOX_TOKEN = "sandbox-bot-token"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "allow_pending(reason): the test deliberately leaves an interaction unanswered (say why)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "allow_spec_violation(reason): the test deliberately sends Discord a request it refuses (say why)",
+    )
+
+
+def _opted_out(request: pytest.FixtureRequest, name: str) -> bool:
+    marker = request.node.get_closest_marker(name)
+    if marker is None:
+        return False
+    reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+    assert str(reason).strip(), f"@pytest.mark.{name} needs a reason"
+    return True
+
+
 @pytest.fixture
-async def sandbox() -> AsyncIterator[DiscordSandbox]:
+async def sandbox(request: pytest.FixtureRequest) -> AsyncIterator[DiscordSandbox]:
+    """The Discord sandbox, with two standing checks when the test ends: every request the bot
+    sent was one Discord accepts (its OpenAPI description and documented limits), and every
+    interaction was answered (acknowledged within 3 s, and a deferral followed up or edited)."""
     async with DiscordSandbox(token=SANDBOX_TOKEN) as sb:
         yield sb
+        problems = []
+        if sb.violations and not _opted_out(request, "allow_spec_violation"):
+            problems += [f"Discord would refuse {v}" for v in sb.violations]
+        unanswered = sb.unanswered()
+        if unanswered and sb.pending_allowed is None and not _opted_out(request, "allow_pending"):
+            problems += unanswered
+        if problems:
+            pytest.fail("\n".join(problems[:20]), pytrace=False)
 
 
 @dataclass
@@ -121,6 +152,8 @@ async def harness(
 ) -> AsyncIterator[BotHarness]:
     h = BotHarness(sandbox=sandbox, data_dir=tmp_path / "data", monkeypatch=monkeypatch)
     yield h
+    if h.bot is not None:
+        await sandbox.wait_answered()  # answers still in flight when the test ended
     await h.stop()
 
 

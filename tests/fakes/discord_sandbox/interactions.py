@@ -96,6 +96,17 @@ class InteractionRecord:
         return legacy
 
 
+def describe_interaction(record: InteractionRecord) -> str:
+    """`/generate`, `button castbot:cancel:7`, `modal ...`: which interaction, for failure messages."""
+    data = record.payload.get("data") or {}
+    if record.type == MESSAGE_COMPONENT:
+        return f"interaction {record.id} (component {data.get('custom_id')!r})"
+    if record.type == MODAL_SUBMIT:
+        return f"interaction {record.id} (modal {data.get('custom_id')!r})"
+    kind = "autocomplete" if record.type == AUTOCOMPLETE else "command"
+    return f"interaction {record.id} ({kind} {record.command_name!r})"
+
+
 class InteractionApi:
     """Handlers for the interaction callback and the interaction webhook routes."""
 

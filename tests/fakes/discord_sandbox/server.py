@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from collections import deque
@@ -19,11 +20,13 @@ from . import client
 from .client import InteractionHandle, Who
 from .commands import CommandStore
 from .gateway import Gateway, GatewayConnection, GatewaySession
-from .interactions import InteractionApi
+from .interactions import DEFERRED_MESSAGE, DEFERRED_UPDATE, InteractionApi, describe_interaction
 from .messages import guess_type
 from .model import Channel, Guild, Json, Member, StoredMessage, User, World
 from .payloads import error_body, file_payload
 from .rest import BotApi, Route, route
+from .rules import FormErrors
+from .spec import Violation, check_request
 from .wire import ApiRequest, Call, Reply, UploadedFile
 
 T = TypeVar("T")
@@ -92,6 +95,9 @@ class DiscordSandbox:
         self.world.changed = self._notify
         self.calls: list[Call] = []
         self.unknown_routes: list[Call] = []
+        # Requests Discord's API description (or its documented limits) refuses; answered 400.
+        self.violations: list[Violation] = []
+        self.pending_allowed: str | None = None  # why this test may leave interactions unanswered
         self.cdn_fetches: list[tuple[int, int]] = []  # (file id, HTTP status)
         self._fail_rules: list[FailRule] = []
         self._post_pace: tuple[int, float] | None = None
@@ -271,6 +277,40 @@ class DiscordSandbox:
 
     async def drop_connections(self, code: int = 4000) -> None:
         await self.gateway.drop_connections(code)
+
+    # -- interactions left without an answer ---------------------------------------------
+
+    def unanswered(self) -> list[str]:
+        """Interactions a member would be left staring at: never acknowledged (Discord shows
+        "This interaction failed" after 3 s), or deferred and then neither followed up nor
+        edited ("thinking..." forever)."""
+        out = []
+        for record in self.interactions.by_id.values():
+            what = describe_interaction(record)
+            if record.ack_type is None:
+                late = " (a late answer was refused)" if record.rejected else ""
+                out.append(f"{what}: never acknowledged{late}")
+            elif record.ack_type == DEFERRED_MESSAGE:
+                original = record.original
+                if (original is None or original.loading) and not record.followups:
+                    out.append(f"{what}: deferred, then neither a follow-up nor an edit")
+            elif record.ack_type == DEFERRED_UPDATE:
+                source = record.source_message
+                edited = source is not None and source.edit_count > record.source_edits_at_ack
+                if not edited and not record.followups:
+                    out.append(f"{what}: deferred (update), then neither a follow-up nor an edit")
+        return out
+
+    def allow_pending(self, reason: str) -> None:
+        """This test deliberately leaves interactions unanswered (a crash between defer and reply)."""
+        if not reason.strip():
+            raise ValueError("say why the test leaves interactions unanswered")
+        self.pending_allowed = reason
+
+    async def wait_answered(self, timeout: float = 3.5) -> None:
+        """Give interactions in flight up to `timeout` to be answered (no error if they are not)."""
+        with contextlib.suppress(TimeoutError):
+            await self.wait_for(lambda: not self.unanswered(), timeout, "every interaction to be answered")
 
     # -- fault injection and the call log ------------------------------------------------
 
@@ -460,7 +500,10 @@ class DiscordSandbox:
                 False,
             )
         else:
-            reply, known, injected = self._answer(req, at)
+            violation = check_request(req.method, req.path, dict(req.query), req.json, has_files=bool(req.files))
+            if violation is not None:
+                self.violations.append(violation)
+            reply, known, injected = self._answer(req, at, violation)
         call = Call(
             method=req.method,
             path=req.path,
@@ -478,12 +521,19 @@ class DiscordSandbox:
         self._notify()
         return _to_response(reply)
 
-    def _answer(self, req: ApiRequest, now: float) -> tuple[Reply, bool, bool]:
+    def _answer(self, req: ApiRequest, now: float, violation: Violation | None = None) -> tuple[Reply, bool, bool]:
         """(reply, route known, answered by fail_next)."""
         rule = next((r for r in self._fail_rules if r.matches(req)), None)
         if rule is not None:
             rule.times -= 1
             return Reply(rule.status, rule.body, dict(rule.headers)), True, True
+        if violation is not None and violation.problems != ("no such route in Discord's API",):
+            form = FormErrors()
+            for problem in violation.problems:
+                form.add(["_spec"], "SPEC_VIOLATION", problem)
+            refused = form.rejection()
+            assert refused is not None
+            return Reply.reject(refused), True, False
         taken: deque[float] | None = None
         if self._post_pace is not None and req.method == "POST" and _CHANNEL_POST.match(req.path):
             limit, window = self._post_pace
