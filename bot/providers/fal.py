@@ -496,7 +496,7 @@ class FalProvider(VideoProvider):
             log.warning("fal: the media of character %s may have expired", ref.asset.character_id)
         return media
 
-    def body(self, request: GenerationRequest) -> tuple[FalModel, dict[str, Any]]:
+    def _body(self, request: GenerationRequest) -> tuple[FalModel, dict[str, Any]]:
         """The model and its input for `request`; refuses locally what the model would refuse."""
         entry, unit = self._plan(request.quality)
         count = len(request.characters)
@@ -538,7 +538,7 @@ class FalProvider(VideoProvider):
         return entry, body
 
     async def submit(self, request: GenerationRequest) -> SubmitResult:
-        entry, body = self.body(request)
+        entry, body = self._body(request)
         ref, state = await self._queue.submit(entry.endpoint_id, body)
         external_id = ref.encode(self._queue.queue_url)
         log.info("fal: queued request %s on %s", ref.request_id, entry.endpoint_id)
