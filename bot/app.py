@@ -22,13 +22,14 @@ from bot.i18n import CastbotTranslator, t
 from bot.providers.base import VideoProvider
 from bot.services.about import AboutService
 from bot.services.budget import BudgetService
+from bot.services.character_text import shown
 from bot.services.characters import CharacterService
 from bot.services.delivery import DeliveryService
 from bot.services.generation import GenerationService
 from bot.services.guilds import GuildService
 from bot.services.health import HealthService
 from bot.services.tracking import Tracker
-from bot.ui.replies import locale_of, reply
+from bot.ui.replies import fit_content, locale_of, reply
 
 log = logging.getLogger(__name__)
 
@@ -105,30 +106,44 @@ def error_reference() -> str:
 
 class CastbotTree(app_commands.CommandTree["Castbot"]):
     async def on_error(self, interaction: discord.Interaction[Castbot], error: app_commands.AppCommandError) -> None:
+        """Every error of a command, button, modal or menu ends in an answer: the specific refusal,
+        or "Something went wrong (ref ...)" with the ref logged. An autocomplete gets no choices."""
         locale = locale_of(interaction)
         original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
         if isinstance(original, UserFacingError):
             message = t(original.key, locale, **original.params)
         elif isinstance(original, app_commands.TransformerError):
-            message = t("error.bad_option", locale, option=str(original.value)[:100])
+            message = t("error.bad_option", locale, option=shown(str(original.value), 100))
         elif isinstance(original, app_commands.CheckFailure):
             message = t("error.check_failed", locale)
         else:
             ref = error_reference()
-            command = interaction.command.qualified_name if interaction.command else "?"
             log.error(
                 "unexpected error ref=%s command=%s guild=%s user=%s",
                 ref,
-                command,
+                _what(interaction),
                 interaction.guild_id,
                 interaction.user.id,
                 exc_info=original,
             )
             message = t("error.unexpected", locale, ref=ref)
         try:
-            await reply(interaction, content=message, ephemeral=True)
+            if interaction.type is discord.InteractionType.autocomplete:
+                if not interaction.response.is_done():
+                    await interaction.response.autocomplete([])
+                return
+            await reply(interaction, content=fit_content(message), ephemeral=True)
         except discord.HTTPException:
             log.warning("could not tell the member about an error (interaction %s)", interaction.id)
+
+
+def _what(interaction: discord.Interaction[Any]) -> str:
+    """What the member used: a command's name, or a component's / modal's custom id."""
+    if interaction.command is not None:
+        return interaction.command.qualified_name
+    data: dict[str, Any] = dict(interaction.data or {})
+    custom_id = data.get("custom_id")
+    return f"{interaction.type.name}:{custom_id or '?'}"
 
 
 class Castbot(commands.Bot):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import mimetypes
-from typing import Any, cast
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -26,7 +26,7 @@ from bot.ui.characters import (
     page_reply,
     shared_reply,
 )
-from bot.ui.replies import locale_of
+from bot.ui.replies import locale_of, report_error
 from cogs._common import actor_of
 
 log = logging.getLogger(__name__)
@@ -60,12 +60,6 @@ async def send(interaction: discord.Interaction[Any], reply: Reply) -> None:
         await interaction.followup.send(ephemeral=True, **reply.send_kwargs())
     else:
         await interaction.response.send_message(ephemeral=True, **reply.send_kwargs())
-
-
-async def report(interaction: discord.Interaction[Any], error: Exception) -> None:
-    """Errors outside the command tree (modals, buttons) get the tree's treatment."""
-    tree = interaction.client.tree
-    await tree.on_error(interaction, cast(app_commands.AppCommandError, error))
 
 
 class MakeCharacterModal(discord.ui.Modal):
@@ -105,7 +99,7 @@ class MakeCharacterModal(discord.ui.Modal):
 
     # discord.py 2.7 calls Modal.on_error(interaction, error); its stubs inherit View's signature
     async def on_error(self, interaction: discord.Interaction[Any], error: Exception, /) -> None:  # type: ignore[override]
-        await report(interaction, error)
+        await report_error(interaction, error)
 
 
 class CharactersCog(commands.Cog, name=COG_NAME):
@@ -205,6 +199,7 @@ class CharactersCog(commands.Cog, name=COG_NAME):
 
     async def ask_name_for_job(self, interaction: Interaction, job_id: int) -> None:
         """The Make character button on a delivered video: ask for a name, then extract."""
+        await self.service.check_finished_job(actor_of(interaction), job_id)  # refuse before the modal
         await interaction.response.send_modal(MakeCharacterModal(self, locale_of(interaction), job_id=job_id))
 
     # --- reading ----------------------------------------------------------------------------------
@@ -220,12 +215,9 @@ class CharactersCog(commands.Cog, name=COG_NAME):
 
     async def show_page(self, interaction: discord.Interaction[Any], scope: str, page: int) -> None:
         """A paginator button: the page rebuilt for the member who clicked."""
-        try:
-            result = await self.service.list_page(actor_of(interaction), scope, page)
-            reply = page_reply(result, locale_of(interaction))
-            await interaction.response.edit_message(**reply.edit_kwargs())
-        except Exception as exc:
-            await report(interaction, exc)
+        result = await self.service.list_page(actor_of(interaction), scope, page)
+        reply = page_reply(result, locale_of(interaction))
+        await interaction.response.edit_message(**reply.edit_kwargs())
 
     @character.command(name=cmd("cmd.character.info.name"), description=cmd("cmd.character.info.description"))
     @app_commands.rename(name=cmd("cmd.character.opt.name"))

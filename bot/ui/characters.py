@@ -24,6 +24,7 @@ from bot.services.characters import (
     NameChoice,
     Page,
 )
+from bot.ui.replies import report_error
 
 COLOUR = discord.Colour(0x5865F2)
 FRONTAL_FILE = "frontal.jpg"
@@ -225,9 +226,14 @@ class PageButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], tem
         return cls(match["scope"], int(match["page"]), match["direction"], label or "")
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        handler = interaction.client.get_cog(COG_NAME)
-        if handler is not None:
+        # discord.py only logs what a dynamic item's callback raises: answer it here instead
+        try:
+            handler = interaction.client.get_cog(COG_NAME)
+            if handler is None:
+                raise RuntimeError("the characters cog is not loaded")
             await cast(PageHandler, handler).show_page(interaction, self.scope, self.page)
+        except Exception as exc:
+            await report_error(interaction, exc)
 
 
 # --- autocomplete ---------------------------------------------------------------------------------

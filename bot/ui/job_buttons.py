@@ -13,6 +13,7 @@ from typing import Any, Protocol, cast
 import discord
 
 from bot.i18n import t
+from bot.ui.replies import report_error
 
 GENERATE_COG = "Generate"
 DELIVERY_COG = "DeliveryCog"
@@ -50,27 +51,37 @@ class _JobButton(
         label = item.label if isinstance(item, discord.ui.Button) else None
         return cls(int(match["job"]), label or "")
 
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        # discord.py only logs what a dynamic item's callback raises: answer it here instead
+        try:
+            await self.handle(_handler(interaction), interaction)
+        except Exception as exc:
+            await report_error(interaction, exc)
+
+    async def handle(self, handler: JobButtonHandler, interaction: discord.Interaction[Any]) -> None:
+        raise NotImplementedError
+
 
 class CancelButton(_JobButton, template=r"castbot:cancel:(?P<job>\d+)"):
     action = "cancel"
 
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await _handler(interaction).cancel(interaction, self.job_id)
+    async def handle(self, handler: JobButtonHandler, interaction: discord.Interaction[Any]) -> None:
+        await handler.cancel(interaction, self.job_id)
 
 
 class RerollButton(_JobButton, template=r"castbot:reroll:(?P<job>\d+)"):
     action = "reroll"
     style = discord.ButtonStyle.primary
 
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await _handler(interaction).reroll(interaction, self.job_id)
+    async def handle(self, handler: JobButtonHandler, interaction: discord.Interaction[Any]) -> None:
+        await handler.reroll(interaction, self.job_id)
 
 
 class MakeCharacterButton(_JobButton, template=r"castbot:mkchar:(?P<job>\d+)"):
     action = "mkchar"
 
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await _handler(interaction).make_character(interaction, self.job_id)
+    async def handle(self, handler: JobButtonHandler, interaction: discord.Interaction[Any]) -> None:
+        await handler.make_character(interaction, self.job_id)
 
 
 def status_view(job_id: int, locale: str) -> discord.ui.View:

@@ -9,6 +9,19 @@ import discord
 
 log = logging.getLogger(__name__)
 
+MAX_CONTENT = 2000  # Discord's limit on a message's content
+
+
+def fit_content(text: str, limit: int = MAX_CONTENT) -> str:
+    """`text` cut to Discord's content limit at a line break where possible, marked with "…"."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    newline = cut.rfind("\n")
+    if newline > limit // 2:
+        cut = cut[:newline]
+    return cut + "…"
+
 
 async def reply(interaction: discord.Interaction[Any], *, ephemeral: bool = False, **kwargs: Any) -> None:
     """Send the first response, or a followup once the interaction was acknowledged (deferred)."""
@@ -16,6 +29,12 @@ async def reply(interaction: discord.Interaction[Any], *, ephemeral: bool = Fals
         await interaction.followup.send(ephemeral=ephemeral, **kwargs)
     else:
         await interaction.response.send_message(ephemeral=ephemeral, **kwargs)
+
+
+async def report_error(interaction: discord.Interaction[Any], error: Exception) -> None:
+    """An error raised outside a command's own call (a button, a modal, a select): answered the
+    way the command tree answers a command's errors, so no click is left without a reply."""
+    await interaction.client.tree.on_error(interaction, error)
 
 
 def locale_of(interaction: discord.Interaction[Any]) -> str:
