@@ -61,6 +61,10 @@ log = logging.getLogger(__name__)
 _MB = 1024 * 1024
 _DURATION_SLACK = 0.05  # container rounding: a "20 s" clip may probe as 20.02 s
 _EXTRACT_CANDIDATES = 24
+# The widest and tallest shape a character clip may have. Every provider wants its references
+# between 1:2.5 and 2.5:1 (Kling's element images are the strictest), and a strip outside that
+# yields no usable face or frame.
+MAX_ASPECT = 2.5
 
 
 class ClipProblem(enum.StrEnum):
@@ -70,6 +74,7 @@ class ClipProblem(enum.StrEnum):
     TOO_LONG = "too_long"
     TOO_LARGE = "too_large"
     TOO_SMALL = "too_small"
+    BAD_ASPECT = "bad_aspect"
 
 
 class ClipRejected(Exception):
@@ -180,6 +185,14 @@ def _probe_open(
         raise ClipRejected(
             ClipProblem.TOO_SMALL,
             f"the video is only {width}×{height} pixels; characters need at least {min_side} on each side",
+        )
+    if max(width, height) / min(width, height) > MAX_ASPECT:
+        ratio = max(width, height) / min(width, height)
+        shape = f"{ratio:.1f}:1" if width > height else f"1:{ratio:.1f}"
+        raise ClipRejected(
+            ClipProblem.BAD_ASPECT,
+            f"the video is {width}×{height} pixels ({shape}); characters need a shape between 1:{MAX_ASPECT:g} "
+            f"(tall) and {MAX_ASPECT:g}:1 (wide), such as 16:9, 4:3, 1:1 or 9:16",
         )
     duration, exact = _duration(container, stream)
     if duration is None or duration <= 0:
@@ -411,25 +424,34 @@ def best_window(path: Path, length: float) -> float:
     return round(min(max(best_start, 0.0), latest), 3)
 
 
-def trim_clip(src: Path, dest: Path, start: float, duration: float, *, max_side: int | None = None) -> Path:
+def trim_clip(
+    src: Path, dest: Path, start: float, duration: float, *, max_side: int | None = None, min_fps: int | None = None
+) -> Path:
     """Cut [start, start+duration) out of `src` into a playable H.264/yuv420p MP4 at `dest`.
 
     Frames are re-encoded (cuts land on any frame, not just keyframes), turned upright if the
     source had a display rotation, and scaled to fit `max_side`. Audio, if present, is re-encoded
-    to AAC; if it cannot be decoded it is dropped rather than failing the cut.
+    to AAC; if it cannot be decoded it is dropped rather than failing the cut. With `min_fps`, a
+    slower source is written at that constant rate, each frame repeated until the next (some
+    engines refuse reference clips under 16 fps).
     """
     if duration <= 0 or start < 0:
         raise ValueError("start must be >= 0 and duration > 0")
     try:
         with open_input(src) as container:
-            return _trim_open(container, dest, start, duration, max_side)
+            return _trim_open(container, dest, start, duration, max_side, min_fps)
     except av.FFmpegError as exc:
         log.info("cannot trim %s: %s", src.name, exc)
         raise ClipRejected(ClipProblem.UNREADABLE, "this video cannot be read") from None
 
 
 def _trim_open(
-    container: av.container.InputContainer, dest: Path, start: float, duration: float, max_side: int | None
+    container: av.container.InputContainer,
+    dest: Path,
+    start: float,
+    duration: float,
+    max_side: int | None,
+    min_fps: int | None = None,
 ) -> Path:
     stream = main_video_stream(container)
     if stream is None:
@@ -440,6 +462,9 @@ def _trim_open(
         audio = None
     fps_value = frame_rate(stream) or 30.0
     fps = Fraction(fps_value).limit_denominator(1001) if fps_value <= 120 else Fraction(60)
+    fill = min_fps is not None and fps < min_fps
+    if fill:
+        fps = Fraction(min_fps or 0)
     offset = start_offset(container, stream)
     half = 0.5 / float(fps)
     end = start + duration
@@ -448,6 +473,7 @@ def _trim_open(
     writer: VideoWriter | None = None
     base: float | None = None
     last_index = -1
+    previous: av.VideoFrame | None = None
     audio_done = audio is None
     video_done = False
     pending_audio: list[av.AudioFrame] = []
@@ -477,8 +503,12 @@ def _trim_open(
                     index = round((t - base) * fps)
                     if index <= last_index:
                         continue  # variable frame rate: two frames in one output slot
-                    writer.add_video(_upright(frame, writer), index)
-                    last_index = index
+                    upright = _upright(frame, writer)
+                    if fill and previous is not None:
+                        for slot in range(last_index + 1, index):
+                            writer.add_video(previous, slot)
+                    writer.add_video(upright, index)
+                    previous, last_index = upright, index
             if video_done and audio_done:
                 break
         if writer is None:

@@ -8,7 +8,8 @@ Names
     with a combining mark or start/end with `_` (markdown), may stack at most 4 marks, and is not
     `everyone`/`here`. Names are compared by `name_key`: NFKC, casefold, NFKC again, so `Anna`,
     `ＡＮＮＡ` (fullwidth) and `𝐚𝐧𝐧𝐚` (math bold) are one name. Cross-script look-alikes (Latin `a`
-    vs Cyrillic `а`) are *not* folded: NFKC does not cover them.
+    vs Cyrillic `а`) are not folded by NFKC: `name_skeleton` folds them, and a guild never holds two
+    names with one skeleton (nor a name that looks like `everyone` or `here`).
 
 Mentions
     `@name` (also fullwidth `＠`) where the `@` is not preceded by a word character, so `a@b.com`
@@ -27,6 +28,8 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+from disarm import skeleton_key
 
 NAME_MIN, NAME_MAX = 2, 32
 MAX_STACKED_MARKS = 4
@@ -105,6 +108,17 @@ def name_key(name: str) -> str:
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
 
 
+def name_skeleton(name: str) -> str:
+    """The form look-alike names share (Unicode TR39 confusable skeleton, case folded): Latin
+    `mossa`, Cyrillic `mоssа` and `MOSSA` are one skeleton, as are `Ione` and `lone`. Names are
+    unique per guild by this form, and a mention that matches no name exactly finds the name it
+    looks like. The confusables data comes from `disarm` (Unicode's confusables.txt)."""
+    return skeleton_key(unicodedata.normalize("NFKC", name), digit_policy="tr39")
+
+
+RESERVED_SKELETONS = frozenset(name_skeleton(n) for n in RESERVED_NAMES)
+
+
 def describe_char(ch: str) -> str:
     """`'-' (U+002D HYPHEN-MINUS)`; invisible characters by code point only: `U+200B ZERO WIDTH SPACE`."""
     code = f"U+{ord(ch):04X}"
@@ -140,7 +154,7 @@ def _problem(name: str) -> InvalidName | None:
         return InvalidName(NameProblem.EDGE_UNDERSCORE, "a name cannot start or end with _")
     if not any(unicodedata.category(ch)[0] == "L" for ch in name):
         return InvalidName(NameProblem.NO_LETTER, "a name needs at least one letter")
-    if name_key(name) in RESERVED_NAMES:
+    if name_key(name) in RESERVED_NAMES or name_skeleton(name) in RESERVED_SKELETONS:
         return InvalidName(NameProblem.RESERVED, f"{name} is reserved by Discord")
     return None
 
@@ -249,6 +263,36 @@ def close_matches(word: str, candidates: Iterable[str], n: int = 3, cutoff: floa
         )
         keys += prefixed[: n - len(keys)]
     return [by_key[k] for k in keys]
+
+
+# --- member text: invisible and reordering characters ---------------------------------------------
+
+# Controls that reorder how the text around them is displayed (bidi embeddings, overrides,
+# isolates and marks): a prompt or description shown to others must read as it is stored.
+_BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_BLANK_LOOKING = frozenset("\u2800\u3164\u115f\u1160\uffa0")  # letters or symbols that draw nothing
+
+
+def without_bidi_controls(text: str) -> str:
+    """`text` without the characters that reorder its display (U+202E and friends)."""
+    return _BIDI_CONTROLS.sub("", text)
+
+
+def has_visible_text(text: str) -> bool:
+    """Whether `text` shows anything: a letter, digit, punctuation or symbol that draws a glyph.
+    Spaces, zero-width and format characters, variation selectors, combining marks on nothing and
+    blank-looking letters (Hangul fillers, the Braille blank) do not count."""
+    for ch in text:
+        if unicodedata.category(ch)[0] in "LNPS" and ch not in _BLANK_LOOKING and not _IGNORABLE_RE.match(ch):
+            return True
+    return False
+
+
+def clean_member_text(text: str) -> str:
+    """Free text a member typed, as stored: bidi controls removed, surrounding space trimmed,
+    and nothing at all when nothing in it is visible."""
+    text = without_bidi_controls(text).strip()
+    return text if has_visible_text(text) else ""
 
 
 # --- captions (the local provider draws the prompt) -----------------------------------------------

@@ -59,7 +59,7 @@ class GenerateCog(commands.Cog, name=GENERATE_COG):
         seconds: app_commands.Range[int, 2, 20] | None = None,
         orientation: str | None = None,
         quality: str | None = None,
-        provider: str | None = None,
+        provider: app_commands.Range[str, 1, 32] | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         command = GenerateCommand(
@@ -79,7 +79,7 @@ class GenerateCog(commands.Cog, name=GENERATE_COG):
     async def provider_autocomplete(
         self, interaction: discord.Interaction[Castbot], current: str
     ) -> list[app_commands.Choice[str]]:
-        names = [n for n in self.bot.providers if n.startswith(current.lower())]
+        names = [n for n in self.bot.providers if n.startswith(current.strip().lower())]
         return [app_commands.Choice(name=n, value=n) for n in names[:25]]
 
     async def cancel(self, interaction: discord.Interaction[Any], job_id: int) -> None:

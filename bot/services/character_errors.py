@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bot.errors import UserFacingError
+from bot.prompts import name_key
 from bot.services.character_text import shown
 
 
@@ -22,8 +23,13 @@ class InvalidCharacterName(UserFacingError):
 
 
 class NameTaken(UserFacingError):
-    def __init__(self, name: str, suggestion: str | None) -> None:
-        if suggestion:
+    """The name, or one that looks like it (`holder`, e.g. Latin `mossa` for Cyrillic `mоssа`), is taken."""
+
+    def __init__(self, name: str, suggestion: str | None, holder: str | None = None) -> None:
+        self.holder = holder
+        if holder is not None and name_key(holder) != name_key(name):
+            super().__init__("characters.name_lookalike", name=shown(name), existing=holder)
+        elif suggestion:
             super().__init__("characters.name_taken", name=shown(name), suggestion=suggestion)
         else:
             super().__init__("characters.name_taken_no_suggestion", name=shown(name))
@@ -140,15 +146,25 @@ class UnknownCharacters(UserFacingError):
         return t(self.key, locale, lines=_Lines(self.problems, locale))
 
 
+MAX_LINES = 8  # of a refusal listing names: 8 lines of at most ~200 characters fit in one message
+
+
 class _Lines:
-    """One bullet per unusable name, rendered when the message is formatted."""
+    """One bullet per unusable name, rendered when the message is formatted; past MAX_LINES the
+    rest are counted ("…and 38 more"), so the refusal always fits in one Discord message."""
 
     def __init__(self, problems: Sequence[UnusableName], locale: str | None) -> None:
         self._problems = problems
         self._locale = locale
 
     def __str__(self) -> str:
-        return "\n".join(f"• {p.line(self._locale)}" for p in self._problems)
+        from bot.i18n import t  # lazily: see the module docstring
+
+        shown_lines = [f"• {p.line(self._locale)}" for p in self._problems[:MAX_LINES]]
+        hidden = len(self._problems) - MAX_LINES
+        if hidden > 0:
+            shown_lines.append(t("characters.unusable.more", self._locale, count=hidden))
+        return "\n".join(shown_lines)
 
     def __format__(self, spec: str) -> str:
         return format(str(self), spec)

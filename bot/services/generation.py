@@ -17,7 +17,7 @@ from typing import Any
 from bot.db import Database
 from bot.errors import GuildOnly, UserFacingError
 from bot.faults import crash_point
-from bot.prompts import distinct_keys, find_mentions
+from bot.prompts import clean_member_text, distinct_keys, find_mentions
 from bot.providers.base import (
     Ambiguous,
     CharacterRef,
@@ -34,6 +34,7 @@ from bot.providers.base import (
 from bot.providers.router import RouteNeeds, chain_hold, fallback_allowed, route
 from bot.services.actors import Actor
 from bot.services.budget import BudgetService
+from bot.services.character_text import shown
 from bot.services.characters import CharacterService, UsableCharacter
 from bot.services.guilds import GuildService
 from bot.services.health import HealthService
@@ -113,7 +114,7 @@ class GenerationService:
         actor = cmd.actor
         if actor.guild_id is None:
             raise GuildOnly()
-        prompt = cmd.prompt.strip()
+        prompt = clean_member_text(cmd.prompt)
         if not prompt:
             raise PromptProblem("generate.prompt_empty")
         if len(prompt) > MAX_PROMPT_CHARS:
@@ -127,6 +128,8 @@ class GenerationService:
         except ValueError as exc:
             raise PromptProblem("generate.bad_option") from exc
 
+        # the provider option is echoed in refusals: a name, never an essay or a control character
+        requested = shown(cmd.provider.strip(), 40) if cmd.provider and cmd.provider.strip() else None
         keys = distinct_keys(find_mentions(prompt))
         characters = tuple(await self._characters.resolve_for_generation(actor, keys)) if keys else ()
         settings = await self._guilds.get(actor.guild_id)
@@ -135,8 +138,8 @@ class GenerationService:
         refused = frozenset(p for c in characters for p in c.refused)
         needs = RouteNeeds(seconds, orientation, quality, len(characters), refused)
         states = await self._health.states()
-        candidates = route(needs, self._providers, settings, states, cmd.provider, request=probe)
-        chain = candidates if settings.fallback and cmd.provider is None else candidates[:1]
+        candidates = route(needs, self._providers, settings, states, requested, request=probe)
+        chain = candidates if settings.fallback and requested is None else candidates[:1]
         hold = chain_hold(chain, settings.fallback)
         paid = any(c.provider.capabilities.paid for c in chain)
         now = self._clock()
@@ -146,7 +149,7 @@ class GenerationService:
             "orientation": orientation.value,
             "quality": quality.value,
             "characters": [{"id": c.character_id, "key": c.key, "name": c.name} for c in characters],
-            "requested_provider": cmd.provider,
+            "requested_provider": requested,
         }
         async with self._db.transaction() as conn:
             if cmd.interaction_id is not None:
