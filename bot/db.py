@@ -20,6 +20,8 @@ from typing import Any
 
 import aiosqlite
 
+from bot.prompts import name_skeleton
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -63,6 +65,8 @@ async def _connect(path: Path) -> aiosqlite.Connection:
     await conn.execute("PRAGMA journal_mode = WAL")
     await conn.execute("PRAGMA synchronous = NORMAL")
     await conn.execute("PRAGMA foreign_keys = ON")
+    # names' confusable skeletons, computed in SQL by migrations (see migrations/0008)
+    await conn.create_function("castbot_skeleton", 1, name_skeleton, deterministic=True)
     return conn
 
 

@@ -6,7 +6,7 @@ import secrets
 import unicodedata
 from collections.abc import Callable
 
-from bot.prompts import NAME_MAX, InvalidName, name_key, validate_character_name
+from bot.prompts import NAME_MAX, InvalidName, name_skeleton, validate_character_name
 
 # Crockford base32: no I, L, O, U, so a code read aloud or retyped is unambiguous.
 CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -43,7 +43,7 @@ def shown(text: str, limit: int = 40) -> str:
 
 
 def free_name(name: str, is_taken: Callable[[str], bool]) -> str | None:
-    """A valid name close to `name` that is not taken: name2, name3 ... then name_2 ..."""
+    """A valid name close to `name` whose skeleton is not taken: name2, name3 ... then name_2 ..."""
     for n in range(2, 100):
         for sep in ("", "_"):
             suffix = f"{sep}{n}"
@@ -52,6 +52,6 @@ def free_name(name: str, is_taken: Callable[[str], bool]) -> str | None:
                 candidate = validate_character_name(candidate)
             except InvalidName:
                 continue
-            if not is_taken(name_key(candidate)):
+            if not is_taken(name_skeleton(candidate)):
                 return candidate
     return None

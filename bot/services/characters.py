@@ -33,7 +33,15 @@ from bot import media
 from bot.config import Settings
 from bot.db import Database
 from bot.errors import GuildOnly
-from bot.prompts import AT_SIGNS, InvalidName, close_matches, name_key, validate_character_name
+from bot.prompts import (
+    AT_SIGNS,
+    InvalidName,
+    clean_member_text,
+    close_matches,
+    name_key,
+    name_skeleton,
+    validate_character_name,
+)
 from bot.providers.base import CharacterAsset, CharacterHandle, ProviderError, VideoProvider
 from bot.services.actors import Actor
 from bot.services.character_errors import (
@@ -161,6 +169,12 @@ class CharacterService:
         sha = await asyncio.to_thread(media.sha256_file, source)
         return await self._create(actor, clean, description, visibility, source, sha, owned=False, job_id=job.id)
 
+    async def check_finished_job(self, actor: Actor, job_id: int) -> None:
+        """JobNotFound unless `job_id` is one of the actor's finished videos in this guild."""
+        guild_id = self._guild(actor)
+        if await store.finished_job(self._db, guild_id, actor.user_id, job_id) is None:
+            raise JobNotFound()
+
     def check_upload(self, upload: Upload) -> None:
         """Refuse from the metadata alone (type, declared size): nothing is downloaded."""
         kind = (upload.content_type or mimetypes.guess_type(upload.filename)[0] or "").lower()
@@ -222,7 +236,8 @@ class CharacterService:
                 owner_id=actor.user_id,
                 name=name,
                 name_key=name_key(name),
-                description=" ".join(description.split())[:MAX_DESCRIPTION],
+                name_skeleton=name_skeleton(name),
+                description=" ".join(clean_member_text(description).split())[:MAX_DESCRIPTION],
                 visibility="private",
                 clip_sha256=clip.sha256,
                 clip_path=clip.relative,
@@ -240,23 +255,26 @@ class CharacterService:
         """A write transaction in which `name` is free in the guild (else NameTaken)."""
         key = name_key(name)
         async with self._db.transaction() as conn:
-            if await store.name_holder(conn, guild_id, key) is not None:
-                raise NameTaken(name, await self._suggest(conn, guild_id, name))
+            holder = await store.name_holder(conn, guild_id, key)
+            if holder is not None:
+                raise NameTaken(name, await self._suggest(conn, guild_id, name), holder)
             yield conn
 
     async def _require_free(self, guild_id: int, name: str) -> None:
         """Early check (before any download); `_claim` checks again where it counts."""
         key = name_key(name)
-        taken = await store.live_by_key(self._db, guild_id, key) is not None
-        if not taken:
+        own = await store.live_by_key(self._db, guild_id, key)
+        holder = own.name if own is not None else None
+        if holder is None:
             found = await store.import_by_key(self._db, guild_id, key)
-            taken = found is not None and found.character.deleted_at is None
-        if taken:
-            raise NameTaken(name, await self._suggest(self._db, guild_id, name))
+            if found is not None and found.via is not None and found.character.deleted_at is None:
+                holder = found.via.alias
+        if holder is not None:
+            raise NameTaken(name, await self._suggest(self._db, guild_id, name), holder)
 
     async def _suggest(self, source: store.Source, guild_id: int, name: str) -> str | None:
         stem = name.rstrip("0123456789_") or name
-        taken = await store.keys_with_prefix(source, guild_id, name_key(stem))
+        taken = await store.skeletons_with_prefix(source, guild_id, name_skeleton(stem))
         return free_name(stem if len(stem) >= 2 else name, taken.__contains__)
 
     # --- provider registration ----------------------------------------------------------------

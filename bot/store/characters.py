@@ -21,6 +21,7 @@ from typing import Any
 import aiosqlite
 
 from bot.db import Database
+from bot.prompts import name_skeleton
 
 Source = Database | aiosqlite.Connection
 Params = Sequence[Any] | dict[str, Any]
@@ -171,6 +172,7 @@ async def insert_character(
     description: str,
     visibility: str,
     clip_sha256: str,
+    name_skeleton: str,
     clip_path: str,
     clip_duration: float,
     best_window_start: float,
@@ -179,8 +181,8 @@ async def insert_character(
 ) -> int:
     cursor = await conn.execute(
         "INSERT INTO characters (guild_id, owner_id, name, name_key, description, visibility, clip_sha256, "
-        "clip_path, clip_duration, best_window_start, frame_paths, source_job_id, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?, ?, ?)",
+        "clip_path, clip_duration, best_window_start, frame_paths, source_job_id, created_at, updated_at, "
+        "name_skeleton) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?, ?, ?, ?)",
         (
             guild_id,
             owner_id,
@@ -195,6 +197,7 @@ async def insert_character(
             source_job_id,
             now,
             now,
+            name_skeleton,
         ),
     )
     row_id = cursor.lastrowid
@@ -213,11 +216,13 @@ async def get(source: Source, character_id: int) -> CharacterRow | None:
 
 
 async def live_by_key(source: Source, guild_id: int, key: str) -> CharacterRow | None:
-    """The guild's own live character with this name, whatever its visibility."""
+    """The guild's own live character with this name, or else the one it looks like (the same
+    confusable skeleton), whatever its visibility."""
     row = await _one(
         source,
-        f"SELECT {_CHARACTER_COLUMNS} FROM characters WHERE guild_id = ? AND name_key = ? AND deleted_at IS NULL",
-        (guild_id, key),
+        f"SELECT {_CHARACTER_COLUMNS} FROM characters WHERE guild_id = ? AND (name_key = ? OR name_skeleton = ?) "
+        "AND deleted_at IS NULL ORDER BY name_key = ? DESC LIMIT 1",
+        (guild_id, key, name_skeleton(key), key),
     )
     return None if row is None else _character(row)
 
@@ -226,10 +231,10 @@ async def deleted_by_key(source: Source, guild_id: int, key: str, user_id: int) 
     """The most recently deleted character of this name the member could have used."""
     row = await _one(
         source,
-        f"SELECT {_CHARACTER_COLUMNS} FROM characters WHERE guild_id = ? AND name_key = ? "
+        f"SELECT {_CHARACTER_COLUMNS} FROM characters WHERE guild_id = ? AND (name_key = ? OR name_skeleton = ?) "
         "AND deleted_at IS NOT NULL AND (visibility != 'private' OR owner_id = ?) "
-        "ORDER BY deleted_at DESC LIMIT 1",
-        (guild_id, key, user_id),
+        "ORDER BY name_key = ? DESC, deleted_at DESC LIMIT 1",
+        (guild_id, key, name_skeleton(key), user_id, key),
     )
     return None if row is None else _character(row)
 
@@ -291,8 +296,9 @@ async def import_by_key(source: Source, guild_id: int, key: str) -> Listed | Non
     row = await _one(
         source,
         f"SELECT {_columns('c')}, {_IMPORT_COLUMNS} FROM character_imports i "
-        "JOIN characters c ON c.id = i.character_id WHERE i.guild_id = ? AND i.alias_key = ?",
-        (guild_id, key),
+        "JOIN characters c ON c.id = i.character_id WHERE i.guild_id = ? AND (i.alias_key = ? OR i.alias_skeleton = ?) "
+        "ORDER BY i.alias_key = ? DESC LIMIT 1",
+        (guild_id, key, name_skeleton(key), key),
     )
     return None if row is None else Listed(_character(row), _import(row, 19))
 
@@ -315,9 +321,9 @@ async def insert_import(
     conn: aiosqlite.Connection, *, guild_id: int, character_id: int, alias: str, alias_key: str, by: int, now: float
 ) -> int:
     cursor = await conn.execute(
-        "INSERT INTO character_imports (guild_id, character_id, alias, alias_key, imported_by, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (guild_id, character_id, alias, alias_key, by, now),
+        "INSERT INTO character_imports (guild_id, character_id, alias, alias_key, imported_by, created_at, "
+        "alias_skeleton) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (guild_id, character_id, alias, alias_key, by, now, name_skeleton(alias)),
     )
     row_id = cursor.lastrowid
     await cursor.close()
@@ -333,30 +339,32 @@ async def delete_import(conn: aiosqlite.Connection, import_id: int) -> None:
 
 
 async def name_holder(conn: aiosqlite.Connection, guild_id: int, key: str) -> str | None:
-    """'character' or 'import' when the name is taken in the guild, else None.
+    """The name (a character's, or an import's alias) holding this name or one that looks like it
+    in the guild, else None.
 
     An import of a deleted character can never work again, so it does not hold its alias: it is
     removed here, inside the caller's transaction, when someone claims the name.
     """
-    if await live_by_key(conn, guild_id, key) is not None:
-        return "character"
+    own = await live_by_key(conn, guild_id, key)
+    if own is not None:
+        return own.name
     found = await import_by_key(conn, guild_id, key)
-    if found is None:
+    if found is None or found.via is None:
         return None
-    if found.character.deleted_at is not None and found.via is not None:
+    if found.character.deleted_at is not None:
         await delete_import(conn, found.via.id)
         return None
-    return "import"
+    return found.via.alias
 
 
-async def keys_with_prefix(source: Source, guild_id: int, prefix: str) -> set[str]:
-    """Every taken name key of the guild that starts with `prefix` (for suggesting a free name)."""
+async def skeletons_with_prefix(source: Source, guild_id: int, prefix: str) -> set[str]:
+    """Every taken name skeleton of the guild that starts with `prefix` (for suggesting a free name)."""
     rows = await _all(
         source,
-        f"SELECT name_key FROM characters WHERE guild_id = ? AND deleted_at IS NULL "
-        f"AND name_key >= ? AND name_key < ? || {_TOP} "
-        f"UNION SELECT alias_key FROM character_imports WHERE guild_id = ? "
-        f"AND alias_key >= ? AND alias_key < ? || {_TOP}",
+        f"SELECT name_skeleton FROM characters WHERE guild_id = ? AND deleted_at IS NULL "
+        f"AND name_skeleton >= ? AND name_skeleton < ? || {_TOP} "
+        f"UNION SELECT alias_skeleton FROM character_imports WHERE guild_id = ? "
+        f"AND alias_skeleton >= ? AND alias_skeleton < ? || {_TOP}",
         (guild_id, prefix, prefix, guild_id, prefix, prefix),
     )
     return {str(r[0]) for r in rows}

@@ -110,7 +110,8 @@ async def test_database_newer_than_the_code_is_refused(tmp_path: Path) -> None:
 
 def test_migration_files_are_numbered_without_gaps(tmp_path: Path, migrations: Path) -> None:
     assert [m.version for m in discover_migrations()] == list(range(1, len(discover_migrations()) + 1))
-    (migrations / "0009_gap.sql").write_text("SELECT 1;")
+    skipped = len(discover_migrations()) + 2  # one number past the next free one
+    (migrations / f"{skipped:04d}_gap.sql").write_text("SELECT 1;")
     with pytest.raises(MigrationError, match="without gaps"):
         discover_migrations(migrations)
 
@@ -177,3 +178,44 @@ async def test_connection_pragmas(tmp_path: Path) -> None:
         assert busy >= 1000
     finally:
         await db.close()
+
+
+async def test_look_alike_names_made_before_skeletons_keep_working_and_no_new_one_fits(tmp_path: Path) -> None:
+    """0008 gives every name its confusable skeleton; look-alikes that already existed keep their
+    exact names (the older one holds the skeleton) and the database refuses any new look-alike."""
+    path = tmp_path / "castbot.sqlite3"
+    db = await Database.open(path)
+    try:
+        await db.migrate(_upto(tmp_path, 7))
+        for i, name in enumerate(["mossa", "m\u043ess\u0430", "Other"], start=1):  # Latin, Cyrillic, unrelated
+            await db.execute(
+                "INSERT INTO characters (id, guild_id, owner_id, name, name_key, description, visibility, "
+                "clip_sha256, clip_path, clip_duration, best_window_start, frame_paths, created_at, updated_at) "
+                "VALUES (?, 1, 1, ?, ?, '', 'server', 'sha', 'p', 3, 0, '[]', 0, 0)",
+                (i, name, name.casefold()),
+            )
+        await db.migrate()
+        rows = await db.fetchall("SELECT id, name_skeleton FROM characters ORDER BY id")
+        assert [tuple(r) for r in rows] == [(1, "mossa"), (2, "mossa#c2"), (3, "other")]
+        with pytest.raises(sqlite3.IntegrityError):
+            await db.execute(
+                "INSERT INTO characters (guild_id, owner_id, name, name_key, name_skeleton, description, visibility, "
+                "clip_sha256, clip_path, clip_duration, best_window_start, frame_paths, created_at, updated_at) "
+                "VALUES (1, 2, 'MOSSA', 'mossa2', 'mossa', '', 'server', 'sha', 'p', 3, 0, '[]', 0, 0)"
+            )
+        with pytest.raises(sqlite3.IntegrityError):
+            await db.execute(
+                "INSERT INTO character_imports (guild_id, character_id, alias, alias_key, alias_skeleton, "
+                "imported_by, created_at) VALUES (1, 3, 'Mossa', 'mossa3', 'mossa', 1, 0)"
+            )
+    finally:
+        await db.close()
+
+
+def _upto(tmp_path: Path, version: int) -> Path:
+    directory = tmp_path / f"migrations-{version}"
+    directory.mkdir()
+    for migration in discover_migrations():
+        if migration.version <= version:
+            shutil.copy(migration.path, directory / migration.path.name)
+    return directory
