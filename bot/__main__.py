@@ -124,17 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(settings)
     if settings.discord_token is None or not settings.discord_token.get_secret_value().strip():
         return _fail("DISCORD_TOKEN is not set; put it in the environment or in .env (see README)")
-    secrets = [
-        s.get_secret_value()
-        for s in (
-            settings.discord_token,
-            settings.openai_api_key,
-            settings.relay_api_key,
-            settings.kling_api_key,
-        )
-        if s is not None
-    ]
-    setup_logging(settings.log_level, secrets)
+    setup_logging(settings.log_level, settings.secret_values())
     return asyncio.run(run(settings))
 
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 KNOWN_PROVIDERS = ("openai", "relay", "kling", "gemini", "fal", "local")
@@ -61,6 +61,29 @@ class Settings(BaseSettings):
     reconcile_grace_seconds: float = Field(default=120.0, ge=0)
     max_clip_mb: int = Field(default=50, gt=0)
     log_level: str = "INFO"
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _clean_secret(cls, value: object, info: ValidationInfo) -> object:
+        """Every secret (token, keys) is trimmed, and refused with its variable's name, never its
+        value, when anything inside it is not a printable character: a key read from a file often
+        ends in a newline, which HTTP libraries refuse to send and then log escaped."""
+        if not isinstance(value, SecretStr):
+            return value
+        secret = value.get_secret_value().strip()
+        if not secret:
+            return None
+        if any(not ("!" <= ch <= "~") for ch in secret):
+            raise ValueError(
+                f"{(info.field_name or 'the secret').upper()} has a space, tab, line break or other character "
+                "a key never has inside it; check the value you set"
+            )
+        return SecretStr(secret)
+
+    def secret_values(self) -> list[str]:
+        """The value of every secret setting that is set (for log redaction)."""
+        return [v.get_secret_value() for v in (getattr(self, name) for name in type(self).model_fields)
+                if isinstance(v, SecretStr)]  # fmt: skip
 
     @field_validator("providers", mode="before")
     @classmethod
