@@ -50,6 +50,8 @@ class Capabilities:
     # status() of many ids is read from a few pages of the provider's job list (newest first), so
     # asking about every job in flight at once costs a few requests, not one per job.
     status_by_list: bool = False
+    # reference-to-video engines that cannot make a video without at least this many characters
+    min_characters: int = 0
 
     def fit_seconds(self, wanted: int) -> int:
         """The smallest allowed duration at least `wanted`, else the longest allowed."""

@@ -81,6 +81,7 @@ MEDIA_RETENTION_SECONDS = 6 * 24 * 3600
 # 5 s each, since containers round durations up). A model family that wants other lengths
 # (Kling video elements, 3-8 s) would need a second trim.
 CLIP_SECONDS = 4.5
+CLIP_MIN_FPS = 16  # Wan refuses reference videos under 16 fps; phones film at 24-60, old clips at 12-15
 CLIP_MIN_SECONDS = 2.0
 CLIP_MAX_SIDES = (1280, 720)  # tried in turn until the clip fits CLIP_MAX_BYTES
 CLIP_MAX_BYTES = 30 * 1024 * 1024  # Wan's per-video limit, the smallest in the table
@@ -361,6 +362,7 @@ class FalProvider(VideoProvider):
             orientations=frozenset(o for o in Orientation if all(_ratio(o) in m.aspect_ratios for m in used)),
             qualities=frozenset({Quality.STANDARD, *([Quality.PRO] if self._pro or self._model.pro_unit else [])}),
             max_characters=min(m.max_refs for m in used),
+            min_characters=max(m.min_refs for m in used),
             needs_handle=True,
             mention_style=MentionStyle.REFERENCE_INDEX,
             batch_status=False,
@@ -426,7 +428,9 @@ class FalProvider(VideoProvider):
         try:
             for max_side in CLIP_MAX_SIDES:
                 dest = Path(tmpdir) / f"clip-{max_side}.mp4"
-                await asyncio.to_thread(trim_clip, asset.clip_path, dest, start, length, max_side=max_side)
+                await asyncio.to_thread(
+                    trim_clip, asset.clip_path, dest, start, length, max_side=max_side, min_fps=CLIP_MIN_FPS
+                )
                 data = await asyncio.to_thread(dest.read_bytes)
                 if len(data) <= CLIP_MAX_BYTES:
                     return data

@@ -157,6 +157,8 @@ def _capability_exclusion(name: str, provider: VideoProvider, needs: RouteNeeds)
     caps = provider.capabilities
     if needs.n_characters > caps.max_characters:
         return Exclusion(name, "route.too_many_characters", {"max": caps.max_characters, "count": needs.n_characters})
+    if needs.n_characters < caps.min_characters:
+        return Exclusion(name, "route.needs_character", {"min": caps.min_characters})
     if needs.seconds > caps.seconds[-1]:
         return Exclusion(name, "route.too_long", {"max": caps.seconds[-1], "seconds": needs.seconds})
     if needs.orientation not in caps.orientations:

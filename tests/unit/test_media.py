@@ -363,6 +363,20 @@ def test_trim_cuts_the_window_into_a_playable_h264_mp4(basic, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["cut.mp4"], "no temporary files left"
 
 
+def test_trim_with_a_minimum_rate_repeats_frames_of_a_slow_clip(clipdir, tmp_path):
+    slow = clips.make_clip(clipdir / "slow.mp4", seconds=3.0, fps=12)
+    out = media.trim_clip(slow, tmp_path / "cut.mp4", 0.5, 2.0, min_fps=16)
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        assert stream.average_rate == 16
+    frames = _decode_all(out)
+    assert len(frames) == pytest.approx(32, abs=1)  # 2 s at a constant 16 fps
+    assert media.probe_clip(out, min_seconds=1).duration == pytest.approx(2.0, abs=0.1)
+    # a clip already faster than the minimum keeps its own rate
+    same = media.trim_clip(slow, tmp_path / "same.mp4", 0.5, 2.0, min_fps=8)
+    assert len(_decode_all(same)) == pytest.approx(24, abs=1)
+
+
 def test_trim_keeps_audio_as_aac(tmp_path):
     need("vp9")
     src = clips.make_clip(tmp_path / "talk.webm", codec="vp9", container="webm", audio=True, size=(160, 120))

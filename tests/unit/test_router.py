@@ -24,6 +24,7 @@ from bot.providers.base import (
     Unavailable,
     VideoProvider,
 )
+from bot.providers.fal import FalProvider
 from bot.providers.kling import KlingProvider
 from bot.providers.local import LocalProvider
 from bot.providers.openai import OpenAIProvider
@@ -288,3 +289,24 @@ def test_chain_hold_is_the_dearest_hop_with_fallback_else_the_first(providers) -
     assert chain_hold(chain, fallback=True) == 800_000
     assert chain_hold(chain, fallback=False) == 120_000
     assert chain_hold([], fallback=True) == 0
+
+
+def test_an_engine_that_needs_a_character_is_skipped_for_a_prompt_without_one(client, tmp_path) -> None:
+    providers = build(client, tmp_path)
+    fal = FalProvider(
+        client,
+        api_key=SecretStr("fal-key-0123456789"),
+        queue_url="http://127.0.0.1:9",
+        rest_url="http://127.0.0.1:9",
+        cdn_url="http://127.0.0.1:9",
+        prices=PriceBook(),
+        model="wan/v2.6/reference-to-video",
+    )
+    assert fal.capabilities.min_characters == 1
+    providers["fal"] = fal
+    assert "fal" in names(route(needs(5, 1), providers, guild(), {}, now=NOW))
+    assert "fal" not in names(route(needs(5, 0), providers, guild(), {}, now=NOW))
+    with pytest.raises(NoProviderAvailable) as info:
+        route(needs(5, 0), providers, guild(), {}, "fal", now=NOW)
+    assert info.value.key == "route.needs_character"
+    assert rendered(info.value) == "`fal` makes videos from your characters: write at least 1 @name in the prompt."
