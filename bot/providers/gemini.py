@@ -404,13 +404,13 @@ class GeminiProvider(VideoProvider):
             if time.monotonic() + self._file_poll_interval > deadline:
                 raise Unavailable(self.name, "Gemini took too long to process the reference clip")
             await asyncio.sleep(self._file_poll_interval)
-            file = await self._get_file(_text(file.get("name")) or _text(file.get("uri")))
+            file_id = _file_id(_text(file.get("name")) or _text(file.get("uri")))
+            if not file_id:
+                raise Unavailable(self.name, "Gemini returned a file without a usable name")
+            file = await self._get_file(file_id)
 
-    async def _get_file(self, name_or_uri: str) -> dict[str, Any]:
-        match = _FILE_ID.search("/" + name_or_uri)
-        if match is None:
-            raise Unavailable(self.name, "Gemini returned a file without a usable name")
-        _, data = await self._call("GET", f"{self._base_url}{API}/files/{match.group(1)}", phase="query")
+    async def _get_file(self, file_id: str) -> dict[str, Any]:
+        _, data = await self._call("GET", f"{self._base_url}{API}/files/{quote(file_id, safe='')}", phase="query")
         return _as_dict(data)
 
     # --- generation -------------------------------------------------------------------------------
@@ -621,11 +621,11 @@ class GeminiProvider(VideoProvider):
 
     async def _check_file_ready(self, url: str) -> None:
         """A file can still be PROCESSING right after its interaction completed."""
-        match = _FILE_ID.search(urlsplit(url).path)
-        if match is None:
+        file_id = _file_id(urlsplit(url).path)
+        if not file_id:
             return
         try:
-            file = await self._get_file(match.group(1))
+            file = await self._get_file(file_id)
         except Rejected as exc:
             raise Rejected(self.name, "the video is no longer available on Gemini", code=exc.code) from None
         state = _text(file.get("state")).upper()
@@ -804,6 +804,12 @@ def _error_fields(data: Any) -> _GoogleError:
             reasons.append(_text(item.get("reason")))
     found.reasons = tuple(reasons)
     return found
+
+
+def _file_id(ref: str) -> str:
+    """The id in a file's name (`files/abc`), URI or download path; "" when there is none."""
+    match = _FILE_ID.search("/" + ref)
+    return match.group(1) if match else ""
 
 
 def _duration_seconds(value: Any) -> float | None:
