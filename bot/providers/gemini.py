@@ -31,7 +31,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -210,22 +210,6 @@ class _GoogleError:
         return frozenset(w.upper() for w in (self.code, self.status, *self.reasons) if w)
 
 
-@dataclass
-class _Missing:
-    """Reads of one interaction that ended `completed` without its video."""
-
-    polls: int = 0
-
-
-@dataclass
-class _Body:
-    json: dict[str, Any]
-    model: str
-    images: int = 0
-    videos: int = 0
-    expired: list[str] = field(default_factory=list)
-
-
 class GeminiProvider(VideoProvider):
     name = "gemini"
 
@@ -256,7 +240,8 @@ class GeminiProvider(VideoProvider):
         self._clock = clock
         self._file_poll_interval = file_poll_interval
         self._file_timeout = file_timeout
-        self._missing_video: dict[str, _Missing] = {}
+        # reads of each interaction that said `completed` without its video, by interaction id
+        self._missing_video: dict[str, int] = {}
         specs = (self._spec, self._pro_spec)
         seconds = tuple(sorted(set(self._spec.seconds) & set(self._pro_spec.seconds))) or self._spec.seconds
         self.capabilities = Capabilities(
@@ -415,7 +400,8 @@ class GeminiProvider(VideoProvider):
 
     # --- generation -------------------------------------------------------------------------------
 
-    async def _body(self, request: GenerationRequest) -> _Body:
+    async def _body(self, request: GenerationRequest) -> tuple[dict[str, Any], list[str]]:
+        """The create body, and the names of characters whose clip upload has expired."""
         model, spec, resolution = self._target(request.quality)
         if len(request.characters) > self.capabilities.max_characters:
             raise Rejected(self.name, f"Gemini takes at most {self.capabilities.max_characters} characters per video")
@@ -425,7 +411,7 @@ class GeminiProvider(VideoProvider):
                 raise Rejected(self.name, f"character {ref.asset.name} is not registered on Gemini")
             if not ref.asset.frame_paths:
                 raise Rejected(self.name, f"character {ref.asset.name} has no reference frame")
-        body = _Body(json={}, model=model)
+        expired: list[str] = []
         shares = _share_images([len(ref.asset.frame_paths) for ref in request.characters], spec.max_images)
         images: list[dict[str, Any]] = []
         videos: list[dict[str, Any]] = []
@@ -443,7 +429,7 @@ class GeminiProvider(VideoProvider):
             if handle.external_id != IMAGES_ONLY and len(videos) < spec.max_videos:
                 if handle.expires_at is not None and handle.expires_at <= now:
                     # the file is gone at Google: a request naming it would be refused outright
-                    body.expired.append(ref.asset.name)
+                    expired.append(ref.asset.name)
                 else:
                     videos.append({"type": "video", "uri": handle.external_id, "mime_type": "video/mp4"})
                     own_video = spec.video_ref.format(n=len(videos))
@@ -453,8 +439,7 @@ class GeminiProvider(VideoProvider):
         if not prompt.strip():
             raise Rejected(self.name, "the prompt is empty")
         text = "\n".join(lines) + "\n\n" + prompt.strip() if lines else prompt.strip()
-        body.images, body.videos = len(images), len(videos)
-        body.json = {
+        body: dict[str, Any] = {
             "model": model,
             # media first, the text last: the prompt's reference numbers count the blocks in order
             "input": [*images, *videos, {"type": "text", "text": text}],
@@ -472,14 +457,14 @@ class GeminiProvider(VideoProvider):
             "background": True,  # return at once; the job is polled
         }
         if spec.labels and request.client_ref:
-            body.json["labels"] = {"castbot_ref": _label_value(request.client_ref)}
-        return body
+            body["labels"] = {"castbot_ref": _label_value(request.client_ref)}
+        return body, expired
 
     async def submit(self, request: GenerationRequest) -> SubmitResult:
-        body = await self._body(request)
-        if body.expired:
-            log.warning("gemini clip uploads of %s have expired; sending their images only", ", ".join(body.expired))
-        response, data = await self._call("POST", f"{self._base_url}{API}/interactions", phase="create", json=body.json)
+        body, expired = await self._body(request)
+        if expired:
+            log.warning("gemini clip uploads of %s have expired; sending their images only", ", ".join(expired))
+        response, data = await self._call("POST", f"{self._base_url}{API}/interactions", phase="create", json=body)
         interaction = _as_dict(data)
         interaction_id = _text(interaction.get("id"))
         if not interaction_id:
@@ -543,7 +528,8 @@ class GeminiProvider(VideoProvider):
         uri = _text(video.get("uri")) if video else ""
         if uri:
             self._missing_video.pop(interaction_id, None)
-            spec = spec_for(_text(interaction.get("model")) or self._model)
+            # billed at the rate of the model that made it (the answer may spell it "models/...")
+            spec = MODELS.get(_text(interaction.get("model")).removeprefix("models/"), self._spec)
             return JobSnapshot(
                 interaction_id,
                 JobStatus.SUCCEEDED,
@@ -557,10 +543,9 @@ class GeminiProvider(VideoProvider):
             return JobSnapshot(interaction_id, JobStatus.FAILED, error=error, raw_status=raw)
         if _video_tokens(interaction.get("usage")):
             # a video was made (and billed) but this read lacks it: read again a few times
-            missing = self._missing_video.setdefault(interaction_id, _Missing())
-            missing.polls += 1
-            if missing.polls <= MISSING_VIDEO_POLLS:
-                log.info("gemini interaction %s completed without its video (read %d)", interaction_id, missing.polls)
+            reads = self._missing_video[interaction_id] = self._missing_video.get(interaction_id, 0) + 1
+            if reads <= MISSING_VIDEO_POLLS:
+                log.info("gemini interaction %s completed without its video (read %d)", interaction_id, reads)
                 wait = max(poll_after or 0.0, MISSING_VIDEO_POLL_AFTER)
                 return JobSnapshot(interaction_id, JobStatus.RUNNING, poll_after=wait, raw_status=raw)
             del self._missing_video[interaction_id]
