@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from pydantic import ValidationError
@@ -65,3 +67,34 @@ def test_secrets_never_appear_in_repr_or_validation_errors(monkeypatch: pytest.M
     problem = load_settings()
     assert isinstance(problem, str)
     assert "MAX_CLIP_MB" in problem and "SECRET" not in problem
+
+
+@pytest.mark.parametrize("name", [n for n, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation)])
+def test_every_secret_is_trimmed_and_refused_by_name_when_broken_inside(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    monkeypatch.setenv(name.upper(), "\t key-SECRET-0123456789 \n")
+    value = getattr(Settings(), name)
+    assert value.get_secret_value() == "key-SECRET-0123456789"
+    assert "key-SECRET-0123456789" in Settings().secret_values()
+    for inside in (" ", "\t", "\n", "\x07", "é"):
+        monkeypatch.setenv(name.upper(), f"key-SECRET{inside}0123456789")
+        problem = load_settings()
+        assert isinstance(problem, str)
+        assert name.upper() in problem and "SECRET" not in problem and "\n" not in problem
+
+
+def test_redaction_covers_escaped_url_encoded_and_partial_forms() -> None:
+    from bot.log import Redactor
+
+    key = "sk-live/ABCDEF+GHIJKLMNOP=1234567890"
+    redactor = Redactor([key])
+    for line in (
+        f"Illegal header value b'Bearer {key}\\n'",
+        f"GET /v1?key={quote(key, safe='')}",
+        f"json {json.dumps(key)}",
+        f"cut {key[5:20]} off",
+    ):
+        redacted = redactor.redact(line)
+        assert all(key[i : i + 12] not in redacted for i in range(len(key) - 11)), redacted
+    assert redactor.redact("nothing secret here") == "nothing secret here"
