@@ -26,6 +26,7 @@ import asyncio
 import base64
 import io
 import logging
+import math
 import re
 import shutil
 import tempfile
@@ -93,6 +94,9 @@ class ModelSpec:
     # micro-USD per second of output by resolution; PRICE_OVERRIDES entries win over these
     price_per_second: Mapping[str, int]
     video_token_usd_per_million: Decimal  # what the video tokens in `usage` are billed at
+    input_token_usd_per_million: Decimal  # what the references and the prompt are billed at
+    tokens_per_image: int  # input tokens of one reference image
+    tokens_per_video_second: int  # input tokens of one second of a reference clip
     image_ref: str = "@Image {n}"  # how the prompt names the nth image, counted from 1
     video_ref: str = "@Video {n}"  # how the prompt names the nth video, counted from 1
     labels: bool = True  # whether the create accepts `labels` (our job reference travels there)
@@ -100,30 +104,39 @@ class ModelSpec:
 
 # 5,792 video tokens per second of 720p output at $17.50 per million tokens is $0.10136 a second:
 # the 720p price is exactly that, so that the estimate holds the whole token bill. The other
-# resolutions are resale prices (their token rates are not published).
+# resolutions are resale prices (their token rates are not published). The references are billed
+# as input tokens on top (an image about 2,040, a second of clip 5,792, at $1.50 per million).
+# Reference limits are reported anywhere from 3 to 10 images: 3 images and 3 clips of 3 s are what
+# every report allows, so a request that fits them is never refused for its size.
 _OMNI_PRICES = {"360p": 39_000, "720p": 101_360, "1080p": 175_000, "4k": 350_000}
 MODELS: dict[str, ModelSpec] = {
     "gemini-omni-1.1-flash": ModelSpec(
         seconds=tuple(range(3, 11)),
-        max_images=7,
+        max_images=3,
         max_videos=3,
         video_max_seconds=3.0,
-        images_per_character=2,
+        images_per_character=1,
         standard_resolution="720p",
         pro_resolution="1080p",
         price_per_second=_OMNI_PRICES,
         video_token_usd_per_million=Decimal("17.50"),
+        input_token_usd_per_million=Decimal("1.50"),
+        tokens_per_image=2_040,
+        tokens_per_video_second=5_792,
     ),
     "gemini-omni-1.2-flash": ModelSpec(
         seconds=tuple(range(3, 16)),
-        max_images=7,
+        max_images=3,
         max_videos=3,
         video_max_seconds=3.0,
-        images_per_character=2,
+        images_per_character=1,
         standard_resolution="720p",
         pro_resolution="1080p",
         price_per_second=_OMNI_PRICES,
         video_token_usd_per_million=Decimal("17.50"),
+        input_token_usd_per_million=Decimal("1.50"),
+        tokens_per_image=2_040,
+        tokens_per_video_second=5_792,
     ),
 }
 DEFAULT_MODEL = "gemini-omni-1.1-flash"
@@ -131,6 +144,7 @@ DEFAULT_MODEL = "gemini-omni-1.1-flash"
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=30.0, write=60.0, pool=10.0)
 API = "/v1beta"
 FILE_TTL = 48 * 3600.0  # Files-API uploads are deleted after 48 h
+PREAMBLE_CHARS = 400  # the most the line naming one character adds to the prompt
 IMAGES_ONLY = "images-only"  # external_id of a handle without an uploaded clip
 STATUS_CONCURRENCY = 4  # GETs in flight at once when many jobs are polled
 # "completed" without the video although usage counts video tokens is a known platform fault that
@@ -251,10 +265,15 @@ class GeminiProvider(VideoProvider):
             max_characters=min(s.max_images // max(1, s.images_per_character) for s in specs),
             needs_handle=True,
             mention_style=MentionStyle.REFERENCE_INDEX,
+            shareable_results=False,  # the Files API wants our key for the download
             batch_status=False,
             paid=True,
             authoritative_reconcile=False,
         )
+
+    @property
+    def model(self) -> str:
+        return self._model
 
     def __repr__(self) -> str:
         return f"GeminiProvider(base_url={self._base_url!r}, model={self._model!r}, pro_model={self._pro_model!r})"
@@ -271,13 +290,38 @@ class GeminiProvider(VideoProvider):
         model, spec, resolution = self._target(request.quality)
         seconds = self.capabilities.fit_seconds(request.seconds)
         default = spec.price_per_second.get(resolution)
-        return self._prices.per_second(self.name, model, resolution, seconds, default=default)
+        output = self._prices.per_second(self.name, model, resolution, seconds, default=default)
+        return output + self._input_allowance(request, spec)
+
+    @staticmethod
+    def _input_allowance(request: GenerationRequest, spec: ModelSpec) -> int:
+        """The most the input of `request` can be billed: its references, and its text at a token
+        a character (a line naming each character is added to the member's prompt)."""
+        tokens = len(request.prompt) + PREAMBLE_CHARS * len(request.characters)
+        if request.characters:
+            frames = sum(len(ref.asset.frame_paths) for ref in request.characters)
+            images = min(spec.max_images, frames or spec.max_images)
+            clip_seconds = math.ceil(min(spec.max_videos, len(request.characters)) * spec.video_max_seconds)
+            tokens += images * spec.tokens_per_image + clip_seconds * spec.tokens_per_video_second
+        return usd_to_micros(Decimal(tokens) * spec.input_token_usd_per_million / 1_000_000)
+
+    def actual_cost(self, request: GenerationRequest, snapshot: JobSnapshot) -> int:
+        """The token bill as Google reports it. The tracking loop rebuilds a job's request without
+        its characters, whose references the held estimate covered: the settlement caps the bill
+        at what was held, so capping it here at a reference-less estimate would undercount."""
+        if snapshot.actual_cost_micros is not None:
+            return snapshot.actual_cost_micros
+        return self.estimate(request)
 
     def _billed_micros(self, usage: Any, spec: ModelSpec) -> int | None:
         tokens = _video_tokens(usage)
         if tokens is None:
             return None
-        return usd_to_micros(Decimal(tokens) * spec.video_token_usd_per_million / 1_000_000)
+        billed = Decimal(tokens) * spec.video_token_usd_per_million
+        inputs = _as_dict(usage).get("total_input_tokens")
+        if isinstance(inputs, int) and not isinstance(inputs, bool) and inputs > 0:
+            billed += Decimal(inputs) * spec.input_token_usd_per_million
+        return usd_to_micros(billed / 1_000_000)
 
     # --- characters -------------------------------------------------------------------------------
 

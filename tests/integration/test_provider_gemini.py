@@ -12,6 +12,7 @@ import logging
 import socket
 import time
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ from bot.providers.base import (
     Unavailable,
 )
 from bot.providers.gemini import IMAGES_ONLY, MODELS, GeminiProvider
-from bot.providers.pricing import PriceBook
+from bot.providers.pricing import PriceBook, usd_to_micros
 from tests.fakes.clips import make_clip
 from tests.fakes.gemini_sim import GeminiSim
 
@@ -292,24 +293,29 @@ async def test_several_characters_share_the_image_slots(gemini, sim, tmp_path, c
     for i, (name, frames) in enumerate((("Mira", 5), ("Bo", 5), ("Cy", 1)), start=1):
         a = asset(tmp_path, clip, name, frames=frames, character_id=i)
         refs.append(CharacterRef(name.lower(), a, await gemini.register_character(a)))
-    assert gemini.capabilities.max_characters == 3 == MODELS["gemini-omni-1.1-flash"].max_images // 2
+    spec = MODELS["gemini-omni-1.1-flash"]
+    assert gemini.capabilities.max_characters == 3 == spec.max_images // spec.images_per_character
     await gemini.submit(request("@bo hands @cy a map while @mira watches", refs))
     body = sim.creates[-1]
     kinds = [b["type"] for b in body["input"]]
-    assert kinds == ["image"] * 7 + ["video"] * 3 + ["text"]  # 3 + 3 + 1 images: every slot used, fairly
-    images = [decoded_image(b) for b in body["input"][:7]]
-    assert images[:3] == [p.read_bytes() for p in refs[0].asset.frame_paths[:3]]
-    assert images[3:6] == [p.read_bytes() for p in refs[1].asset.frame_paths[:3]]
-    assert images[6] == refs[2].asset.frame_paths[0].read_bytes()
+    assert kinds == ["image"] * 3 + ["video"] * 3 + ["text"]  # one image each: every slot used, fairly
+    images = [decoded_image(b) for b in body["input"][:3]]
+    assert images == [r.asset.frame_paths[0].read_bytes() for r in refs]  # each one's frontal frame
     assert all(r.handle for r in refs)
-    assert [b["uri"] for b in body["input"][7:10]] == [r.handle.external_id for r in refs if r.handle]
+    assert [b["uri"] for b in body["input"][3:6]] == [r.handle.external_id for r in refs if r.handle]
     text = body["input"][-1]["text"]
     assert text.startswith(
-        "@Image 1, @Image 2 and @Image 3 show Mira (Mira, a test character). @Video 1 shows Mira in motion.\n"
-        "@Image 4, @Image 5 and @Image 6 show Bo (Bo, a test character). @Video 2 shows Bo in motion.\n"
-        "@Image 7 shows Cy (Cy, a test character). @Video 3 shows Cy in motion.\n\n"
+        "@Image 1 shows Mira (Mira, a test character). @Video 1 shows Mira in motion.\n"
+        "@Image 2 shows Bo (Bo, a test character). @Video 2 shows Bo in motion.\n"
+        "@Image 3 shows Cy (Cy, a test character). @Video 3 shows Cy in motion.\n\n"
     )
-    assert text.endswith("@Image 4 hands @Image 7 a map while @Image 1 watches")
+    assert text.endswith("@Image 2 hands @Image 3 a map while @Image 1 watches")
+
+    # one character alone gets every image slot
+    await gemini.submit(request("@mira waves", refs[:1]))
+    body = sim.creates[-1]
+    assert [b["type"] for b in body["input"]] == ["image"] * 3 + ["video", "text"]
+    assert [decoded_image(b) for b in body["input"][:3]] == [p.read_bytes() for p in refs[0].asset.frame_paths[:3]]
 
 
 async def test_too_many_characters_or_unregistered_are_refused_locally(gemini, sim, tmp_path, clip):
@@ -354,8 +360,11 @@ async def test_submit_poll_download_and_cost(gemini, sim, tmp_path, clip):
     assert snap.status is JobStatus.SUCCEEDED and snap.error is None and snap.raw_status == "completed"
     interaction = sim.interactions[snap.external_id]
     assert snap.download_url == f"{sim.base_url}/v1beta/files/{interaction.output_file}:download?alt=media"
-    # 5 s x 5,792 video tokens x $17.50 per million = the 720p estimate
-    assert snap.actual_cost_micros == 506_800 == gemini.estimate(req) == gemini.actual_cost(req, snap)
+    # 5 s x 5,792 video tokens x $17.50 per million, and the references and prompt as input
+    # tokens at $1.50 per million: within the estimate, which holds the most they can be
+    assert snap.actual_cost_micros is not None
+    assert 506_800 < snap.actual_cost_micros <= gemini.estimate(req)
+    assert gemini.actual_cost(req, snap) == snap.actual_cost_micros
 
     dest = tmp_path / "out.mp4"
     result = await gemini.download(snap, dest, max_bytes=10 * 1024 * 1024)
@@ -623,17 +632,22 @@ async def test_download_waits_for_an_active_file_and_adds_alt_media(gemini, sim,
 async def test_estimate_and_actual_cost_from_the_table(client, sim):
     book = PriceBook.with_overrides({"gemini:gemini-omni-1.1-flash:720p": 50_000})
     gemini = make_provider(client, sim.base_url, prices=book)
-    assert gemini.estimate(request(seconds=4)) == 200_000  # the book's entry wins
-    assert gemini.estimate(request(seconds=4, quality=Quality.PRO)) == 4 * 175_000  # the table's default
-    assert gemini.estimate(request(seconds=60)) == 10 * 50_000
-    # billed video tokens above the book's price are clamped to the estimate
-    standard = request(seconds=4)
-    snap = await finished(gemini, sim, standard)
-    assert snap.actual_cost_micros == 4 * 5792 * 17.5
-    assert gemini.actual_cost(standard, snap) == 200_000
+    text = request(seconds=4)
+    prompt_tokens = usd_to_micros(Decimal(len(text.prompt)) * Decimal("1.5") / 1_000_000)  # a token a character
+    assert gemini.estimate(text) == 200_000 + prompt_tokens  # the book's entry wins
+    assert gemini.estimate(request(seconds=4, quality=Quality.PRO)) == 4 * 175_000 + prompt_tokens  # the table's
+    assert gemini.estimate(request(seconds=60)) == 10 * 50_000 + prompt_tokens
+    # the bill is what Google reports, even above the book's price: the settlement caps it at the
+    # job's hold (the adapter cannot: it is handed the job's request without its characters)
+    snap = await finished(gemini, sim, text)
+    assert snap.actual_cost_micros is not None
+    assert 4 * 5792 * 17.5 < snap.actual_cost_micros < 4 * 5792 * 17.5 + prompt_tokens
+    assert gemini.actual_cost(text, snap) == snap.actual_cost_micros > gemini.estimate(text)
     pro = request(seconds=4, quality=Quality.PRO)
     snap = await finished(gemini, sim, pro)
-    assert snap.actual_cost_micros == gemini.actual_cost(pro, snap) == 4 * 10_000 * 17.5
+    assert snap.actual_cost_micros is not None
+    assert snap.actual_cost_micros == gemini.actual_cost(pro, snap)
+    assert 4 * 10_000 * 17.5 < snap.actual_cost_micros < 4 * 10_000 * 17.5 + prompt_tokens
 
 
 # --- secrets ----------------------------------------------------------------------------------------
