@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     fal_rest_url: str = "https://rest.fal.ai"
     fal_cdn_url: str = "https://v3.fal.media"
     fal_model: str = "wan/v2.6/reference-to-video"
-    fal_pro_model: str | None = "fal-ai/kling-video/o3/pro/reference-to-video"
+    fal_pro_model: str | None = None  # quality:pro; unset = FAL_MODEL at its higher resolution
     # "<provider>:<model>:<unit>" -> micro-USD, over the built-in prices (JSON in the environment)
     price_overrides: dict[str, int] = Field(default_factory=dict)
 

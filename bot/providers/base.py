@@ -52,6 +52,9 @@ class Capabilities:
     status_by_list: bool = False
     # reference-to-video engines that cannot make a video without at least this many characters
     min_characters: int = 0
+    # a finished job's download URL opens without our key, so members can be given it when the
+    # video cannot be attached (Gemini's needs the key)
+    shareable_results: bool = True
 
     def fit_seconds(self, wanted: int) -> int:
         """The smallest allowed duration at least `wanted`, else the longest allowed."""

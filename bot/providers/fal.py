@@ -370,6 +370,10 @@ class FalProvider(VideoProvider):
             authoritative_reconcile=False,
         )
 
+    @property
+    def model(self) -> str:
+        return self._model.endpoint_id
+
     def __repr__(self) -> str:
         pro = self._pro.endpoint_id if self._pro else None
         return f"FalProvider(queue_url={self._queue.queue_url!r}, model={self._model.endpoint_id!r}, pro_model={pro!r})"

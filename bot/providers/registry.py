@@ -6,6 +6,8 @@ import httpx
 
 from bot.config import Settings
 from bot.providers.base import VideoProvider
+from bot.providers.fal import FalProvider
+from bot.providers.gemini import GeminiProvider
 from bot.providers.kling import KlingProvider
 from bot.providers.local import LocalProvider
 from bot.providers.openai import OpenAIProvider
@@ -46,4 +48,31 @@ def build_providers(
             built[name] = KlingProvider(
                 client, api_key=settings.kling_api_key, base_url=settings.kling_base_url, prices=prices
             )
+        elif name == "gemini":
+            if settings.gemini_api_key is None:
+                raise ProviderNotConfigured("PROVIDERS lists gemini but GEMINI_API_KEY is not set")
+            built[name] = GeminiProvider(
+                client,
+                api_key=settings.gemini_api_key,
+                base_url=settings.gemini_base_url,
+                prices=prices,
+                model=settings.gemini_model,
+                pro_model=settings.gemini_pro_model,
+            )
+        elif name == "fal":
+            if settings.fal_key is None:
+                raise ProviderNotConfigured("PROVIDERS lists fal but FAL_KEY is not set")
+            try:
+                built[name] = FalProvider(
+                    client,
+                    api_key=settings.fal_key,
+                    queue_url=settings.fal_queue_url,
+                    rest_url=settings.fal_rest_url,
+                    cdn_url=settings.fal_cdn_url,
+                    prices=prices,
+                    model=settings.fal_model,
+                    pro_model=settings.fal_pro_model,
+                )
+            except ValueError as exc:  # a model the adapter's table does not know
+                raise ProviderNotConfigured(f"FAL_MODEL / FAL_PRO_MODEL: {exc}") from None
     return built

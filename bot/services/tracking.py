@@ -320,7 +320,9 @@ class Tracker:
             return False
         digest = result.sha256 or await asyncio.to_thread(sha256_file, result.path)
         cost = provider.actual_cost(request_of(job), snapshot)
-        link = snapshot.download_url if (snapshot.download_url or "").startswith(("https://", "http://")) else None
+        shareable = provider.capabilities.shareable_results
+        url = snapshot.download_url or ""
+        link = url if shareable and url.startswith(("https://", "http://")) else None
         done = await self._settle(
             job,
             "succeeded",

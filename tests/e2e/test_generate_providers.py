@@ -1,9 +1,10 @@
 """/generate end to end against each provider simulator's real wire protocol.
 
 The real bot talks to the Discord sandbox and to one loopback provider simulator (OpenAI Videos
-API, a Sora relay, Kling). Each test drives real slash commands: characters are created from a
-real clip, a moderator sets the budget, a member generates; we check what lands in the channel,
-what the simulator received, and what the budget ledger captured or released.
+API, a Sora relay, Kling, fal's queue with three of its models). Each test drives real slash
+commands: characters are created from a real clip, a moderator sets the budget, a member
+generates; we check what lands in the channel, what the simulator received, and what the budget
+ledger captured or released.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from bot.providers.pricing import usd_to_micros
 from tests.conftest import BotHarness, World
 from tests.fakes.clips import make_clip
 from tests.fakes.discord_sandbox import MIB, Call, DiscordSandbox, StoredMessage
+from tests.fakes.fal_sim import FalSim
 from tests.fakes.kling_sim import MODERATION_MESSAGE, KlingSim
 from tests.fakes.openai_sim import Fault, OpenAISim
 from tests.fakes.relay_sim import Fault as RelayFault
@@ -32,10 +34,17 @@ from tests.fakes.relay_sim import Outcome, RelaySim
 
 pytestmark = pytest.mark.e2e
 
-PROVIDERS = ("openai", "relay", "kling")
+# fal is one provider with many engines: the test runs three of them, each its own case
+FAL_MODELS = {
+    "fal-wan": "wan/v2.6/reference-to-video",
+    "fal-kling-o3": "fal-ai/kling-video/o3/standard/reference-to-video",
+    "fal-seedance": "bytedance/seedance-2.0/reference-to-video",
+}
+PROVIDERS = ("openai", "relay", "kling", *FAL_MODELS)
 OPENAI_KEY = "sk-test-123456-e2e-generate"
 RELAY_KEY = "sk-relay-e2e-generate-0123456789"
 KLING_KEY = "api-key-kling-e2e-generate-0123"
+FAL_KEY = "fal-key-e2e-generate:0123456789abcdef"
 SHORT_JOB = 0.3  # seconds a simulated render takes, unless a test wants to watch progress
 TIMEOUT = 15.0  # generous for a loaded 2-core machine; the tests finish well before
 
@@ -57,6 +66,7 @@ class Sim:
     refuse_at_create: Callable[[], None]
     refuse_at_end: Callable[[], None]
     closers: list[Callable[[], Any]] = field(default_factory=list)
+    needs_character: bool = False  # a reference-to-video engine: no video without an @name
 
     async def close(self) -> None:
         for close in self.closers:
@@ -134,7 +144,47 @@ async def start_kling() -> Sim:
     )
 
 
-STARTERS = {"openai": start_openai, "relay": start_relay, "kling": start_kling}
+def fal_starter(model: str) -> Callable[[], Any]:
+    async def start_fal() -> Sim:
+        sim = FalSim(api_key=FAL_KEY, job_seconds=SHORT_JOB)
+        await sim.start()
+
+        def serve(data: bytes) -> None:
+            sim.video_bytes = data
+
+        def job_seconds(value: float) -> None:
+            sim.job_seconds = value
+
+        moderation = {"detail": [{"loc": ["body", "prompt"], "msg": "flagged", "type": "content_policy_violation"}]}
+        return Sim(
+            name="fal",
+            server=sim,
+            bot_settings={
+                "fal_key": FAL_KEY,
+                "fal_queue_url": sim.queue_url,
+                "fal_rest_url": sim.rest_url,
+                "fal_cdn_url": sim.cdn_url,
+                "fal_model": model,
+            },
+            reports_progress=False,  # fal's status has a queue position and logs, no percentage
+            set_job_seconds=job_seconds,
+            served=lambda: sim.video_bytes,
+            serve=serve,
+            refuse_at_create=lambda: sim.add_fault("submit", http=422, body=moderation),
+            refuse_at_end=lambda: sim.script_job("moderation"),
+            closers=[sim.close],
+            needs_character=True,
+        )
+
+    return start_fal
+
+
+STARTERS = {
+    "openai": start_openai,
+    "relay": start_relay,
+    "kling": start_kling,
+    **{case: fal_starter(model) for case, model in FAL_MODELS.items()},
+}
 
 
 @pytest.fixture(params=PROVIDERS)
@@ -179,6 +229,14 @@ async def create_character(sandbox: DiscordSandbox, world: World, name: str, cli
     reply = await run(sandbox, world, world.member, "character create", name=name, video=video)
     assert f"Created `@{name}`" in reply.content, reply.content
     return reply
+
+
+async def cast(sandbox: DiscordSandbox, world: World, sim: Sim, clip: bytes) -> str:
+    """The prompt's subject: a character where the engine makes videos only from references."""
+    if not sim.needs_character:
+        return "a knight"
+    await create_character(sandbox, world, "Mira", clip)
+    return "@Mira"
 
 
 def bot_messages(sandbox: DiscordSandbox, world: World) -> list[StoredMessage]:
@@ -342,12 +400,27 @@ async def assert_provider_saw_two_characters(sim: Sim) -> None:
         assert len(usernames) == 2
         assert all(f"@{u}" in posted.json["prompt"] for u in usernames)
         assert posted.json["seconds"] == "10"  # the relay makes 10 or 15 s videos: 8 s is rounded up
-    else:
+    elif sim.name == "kling":
         kling: KlingSim = sim.server
         (create,) = kling.recorded("POST", "/omni-video/")
         elements = [c for c in create.body["contents"] if c["type"] == "element"]
         assert {str(e["element_id"]) for e in elements} == kling.ready_element_ids()
         assert len(elements) == 2
+    else:
+        fal: FalSim = sim.server
+        (job,) = fal.jobs.values()
+        assert job.errors == []  # the simulated model took the input as it was
+        body = job.body
+        if "elements" in body:  # Kling O3: one element per character, built from its frames
+            assert len(body["elements"]) == 2
+            assert "@Element1" in body["prompt"] and "@Element2" in body["prompt"]
+            urls = [body["elements"][0]["frontal_image_url"], body["elements"][1]["frontal_image_url"]]
+        else:  # Wan, Seedance: the characters' own clips
+            assert len(body["video_urls"]) == 2
+            assert "@Video1" in body["prompt"] and "@Video2" in body["prompt"]
+            urls = body["video_urls"]
+        assert len(set(urls)) == 2 and all(u in fal.uploads for u in urls)
+        assert "@Mira" not in body["prompt"] and "@Theo" not in body["prompt"]
 
 
 # --- refusals -------------------------------------------------------------------------------------
@@ -359,14 +432,16 @@ async def test_moderation_refusal_is_posted_and_the_hold_released(
     world: World,
     harness: BotHarness,
     sim: Sim,
+    clip_bytes: bytes,
     monkeypatch: pytest.MonkeyPatch,
     phase: str,
 ) -> None:
     bot = await start_bot(harness, sim, monkeypatch)
     await set_budget(sandbox, world)
+    subject = await cast(sandbox, world, sim, clip_bytes)
     (sim.refuse_at_create if phase == "create" else sim.refuse_at_end)()
 
-    status = await generate(sandbox, world, "a knight storms the castle gate")
+    status = await generate(sandbox, world, f"{subject} storms the castle gate")
     failure = await wait_result(sandbox, world)
 
     assert "the provider refused this prompt" in failure.content, failure.content
@@ -388,14 +463,20 @@ async def test_moderation_refusal_is_posted_and_the_hold_released(
 
 
 async def test_oversize_video_gets_a_clear_message_and_is_never_uploaded(
-    sandbox: DiscordSandbox, world: World, harness: BotHarness, sim: Sim, monkeypatch: pytest.MonkeyPatch
+    sandbox: DiscordSandbox,
+    world: World,
+    harness: BotHarness,
+    sim: Sim,
+    clip_bytes: bytes,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     big = padded(sim.served(), 10 * MIB + 512 * 1024)  # over an unboosted guild's 10 MiB
     sim.serve(big)
     bot = await start_bot(harness, sim, monkeypatch)
     await set_budget(sandbox, world)
+    subject = await cast(sandbox, world, sim, clip_bytes)
 
-    await generate(sandbox, world, "a whale breaches at dawn")
+    await generate(sandbox, world, f"{subject} watches a whale breach at dawn")
     message = await wait_result(sandbox, world)
     job = await wait_job(bot, 1, lambda r: r["state"] == "delivered")
 
