@@ -180,7 +180,10 @@ async def test_every_free_text_option_at_its_maximum_length_is_answered(
     """Each string option of every command, filled to the length the synced schema allows with
     text that is never valid: the reply arrives (the sandbox refuses anything over a limit)."""
     png = sandbox.add_attachment(clips["png"], "x.mp4", "video/mp4")
-    required = {"character create": {"video": png}, "character share": {"visibility": "server"}}
+    required: dict[str, dict[str, Any]] = {
+        "character create": {"video": png},
+        "character share": {"visibility": "server"},
+    }
     commands = sandbox.synced_commands(world.guild) or sandbox.synced_commands()
     checked = []
     for command in commands:
@@ -191,7 +194,7 @@ async def test_every_free_text_option_at_its_maximum_length_is_answered(
                 assert "max_length" in option, f"/{path} {option['name']} has no length limit"
                 # an unknown @name first, so a prompt that long is refused rather than started
                 text = ("@nobody_here " + "ẞ\u202e`@" * 2000)[: option["max_length"]]
-                values = {o["name"]: "x" for o in options if o.get("required") and o["type"] == 3}
+                values: dict[str, Any] = {o["name"]: "x" for o in options if o.get("required") and o["type"] == 3}
                 values.update(required.get(path, {}))
                 values[option["name"]] = text
                 values = {k: v for k, v in values.items() if k in {o["name"] for o in options}}
