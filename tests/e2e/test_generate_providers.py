@@ -1,7 +1,7 @@
 """/generate end to end against each provider simulator's real wire protocol.
 
 The real bot talks to the Discord sandbox and to one loopback provider simulator (OpenAI Videos
-API, a Sora relay, Kling, fal's queue with three of its models). Each test drives real slash
+API, a Sora relay, Kling, Gemini Omni, fal's queue with three of its models). Each test drives real slash
 commands: characters are created from a real clip, a moderator sets the budget, a member
 generates; we check what lands in the channel, what the simulator received, and what the budget
 ledger captured or released.
@@ -27,6 +27,7 @@ from tests.conftest import BotHarness, World
 from tests.fakes.clips import make_clip
 from tests.fakes.discord_sandbox import MIB, Call, DiscordSandbox, StoredMessage
 from tests.fakes.fal_sim import FalSim
+from tests.fakes.gemini_sim import GeminiSim
 from tests.fakes.kling_sim import MODERATION_MESSAGE, KlingSim
 from tests.fakes.openai_sim import Fault, OpenAISim
 from tests.fakes.relay_sim import Fault as RelayFault
@@ -40,11 +41,12 @@ FAL_MODELS = {
     "fal-kling-o3": "fal-ai/kling-video/o3/standard/reference-to-video",
     "fal-seedance": "bytedance/seedance-2.0/reference-to-video",
 }
-PROVIDERS = ("openai", "relay", "kling", *FAL_MODELS)
+PROVIDERS = ("openai", "relay", "kling", "gemini", *FAL_MODELS)
 OPENAI_KEY = "sk-test-123456-e2e-generate"
 RELAY_KEY = "sk-relay-e2e-generate-0123456789"
 KLING_KEY = "api-key-kling-e2e-generate-0123"
 FAL_KEY = "fal-key-e2e-generate:0123456789abcdef"
+GEMINI_KEY = "AIzaSy-e2e-generate-0123456789abcdef"
 SHORT_JOB = 0.3  # seconds a simulated render takes, unless a test wants to watch progress
 TIMEOUT = 15.0  # generous for a loaded 2-core machine; the tests finish well before
 
@@ -144,6 +146,32 @@ async def start_kling() -> Sim:
     )
 
 
+async def start_gemini() -> Sim:
+    sim = GeminiSim(api_key=GEMINI_KEY, video_seconds=SHORT_JOB)
+    await sim.start()
+
+    def serve(data: bytes) -> None:
+        sim.video_bytes = data
+
+    def job_seconds(value: float) -> None:
+        sim.video_seconds = value
+
+    return Sim(
+        name="gemini",
+        server=sim,
+        bot_settings={"gemini_api_key": GEMINI_KEY, "gemini_base_url": sim.base_url},
+        reports_progress=False,  # an interaction is queued or in progress, without a percentage
+        set_job_seconds=job_seconds,
+        served=lambda: sim.video_bytes,
+        serve=serve,
+        refuse_at_create=lambda: sim.add_fault(
+            "create", http=400, code="PROHIBITED_CONTENT", message="The request was blocked by our safety policies."
+        ),
+        refuse_at_end=lambda: sim.script_outcome("moderation"),  # completed with text and no video
+        closers=[sim.close],
+    )
+
+
 def fal_starter(model: str) -> Callable[[], Any]:
     async def start_fal() -> Sim:
         sim = FalSim(api_key=FAL_KEY, job_seconds=SHORT_JOB)
@@ -183,6 +211,7 @@ STARTERS = {
     "openai": start_openai,
     "relay": start_relay,
     "kling": start_kling,
+    "gemini": start_gemini,
     **{case: fal_starter(model) for case, model in FAL_MODELS.items()},
 }
 
@@ -377,6 +406,13 @@ async def test_two_characters_video_is_posted_and_its_cost_captured(
     if sim.name == "kling":  # Kling reports what it billed; it must agree with the price book
         task = next(iter(sim.server.tasks.values()))
         assert expected == usd_to_micros(KlingSim.units(task) * Decimal("0.14"))
+    if sim.name == "gemini":  # Gemini bills tokens, the references' included: what it reports is captured
+        (interaction,) = sim.server.interactions.values()
+        usage = sim.server.interaction_json(interaction, reading=False)["usage"]
+        (video,) = usage["output_tokens_by_modality"]
+        billed = Decimal(video["tokens"]) * Decimal("17.50") + Decimal(usage["total_input_tokens"]) * Decimal("1.50")
+        expected = usd_to_micros(billed / 1_000_000)
+        assert provider.estimate(request) < expected <= job["estimate_micros"]  # the hold covered the references
     assert expected > 0
     assert job["cost_micros"] == expected
     entries = await ledger(bot)
@@ -400,6 +436,18 @@ async def assert_provider_saw_two_characters(sim: Sim) -> None:
         assert len(usernames) == 2
         assert all(f"@{u}" in posted.json["prompt"] for u in usernames)
         assert posted.json["seconds"] == "10"  # the relay makes 10 or 15 s videos: 8 s is rounded up
+    elif sim.name == "gemini":
+        gemini: GeminiSim = sim.server
+        (body,) = gemini.creates
+        blocks = body["input"] if body["input"][0]["type"] != "user_input" else body["input"][0]["content"]
+        kinds = [b["type"] for b in blocks]
+        assert kinds == ["image", "image", "image", "video", "video", "text"]  # media first, the text last
+        assert body["generation_config"]["video_config"] == {"task": "reference_to_video"}
+        text = blocks[-1]["text"]
+        assert "@Image 1 hands @Image 3 a lantern on the pier" in text  # Mira has images 1-2, Theo 3
+        assert "shows Mira" in text and "shows Theo" in text
+        uploaded = {b["uri"] for b in blocks if b["type"] == "video"}
+        assert len(uploaded) == 2  # each character's clip, uploaded once through the Files API
     elif sim.name == "kling":
         kling: KlingSim = sim.server
         (create,) = kling.recorded("POST", "/omni-video/")
@@ -483,7 +531,7 @@ async def test_oversize_video_gets_a_clear_message_and_is_never_uploaded(
     assert "over this server's upload limit of 10.0 MiB" in message.content, message.content
     assert "10.5 MiB" in message.content
     # where the provider gave its own link to the video, that is the best thing to offer instead
-    assert (job["result_url"] is not None) == (sim.name != "openai")  # openai's needs our key
+    assert (job["result_url"] is not None) == (sim.name not in ("openai", "gemini"))  # theirs need our key
     if job["result_url"] is not None:
         assert job["result_url"] in message.content
     assert message.attachments == []
