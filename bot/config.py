@@ -19,6 +19,8 @@ class Settings(BaseSettings):
         extra="ignore",
         case_sensitive=False,
         hide_input_in_errors=True,
+        # `.env.example` leaves unused variables empty (`COMMAND_GUILD_ID=`): empty means unset
+        env_ignore_empty=True,
     )
 
     discord_token: SecretStr | None = None

@@ -16,7 +16,8 @@ from bot.config import Settings
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in ("DISCORD_TOKEN", "PROVIDERS", "OPENAI_API_KEY", "RELAY_API_KEY", "RELAY_BASE_URL",
-                 "KLING_API_KEY", "DATA_DIR", "GLOBAL_MONTHLY_BUDGET_USD"):  # fmt: skip
+                 "KLING_API_KEY", "DATA_DIR", "GLOBAL_MONTHLY_BUDGET_USD", "GEMINI_API_KEY", "FAL_KEY",
+                 "PRICE_OVERRIDES"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # no stray .env
 
@@ -56,6 +57,29 @@ def test_env_file_is_read(tmp_path: Path) -> None:
     s = Settings()
     assert s.discord_token is not None and s.discord_token.get_secret_value() == "from-dotenv-token"
     assert s.command_guild_id == 123
+
+
+def test_the_example_env_file_as_shipped_starts_the_bot_with_only_a_token(tmp_path: Path) -> None:
+    """The quick start copies .env.example and sets DISCORD_TOKEN: every variable left empty there
+    must mean "unset", not a value to parse."""
+    example = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
+    (tmp_path / ".env").write_text(example.replace("DISCORD_TOKEN=", "DISCORD_TOKEN=from-example", 1))
+    s = Settings()
+    assert s.discord_token is not None and s.discord_token.get_secret_value() == "from-example"
+    assert (s.command_guild_id, s.global_monthly_budget_usd, s.gemini_pro_model, s.fal_pro_model) == (None,) * 4
+    assert s.price_overrides == {} and s.enabled_providers() == ("local",)
+
+
+def test_keyed_engines_and_price_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", "AIza-gemini-123")
+    monkeypatch.setenv("FAL_KEY", "fal-key-123:secret")
+    monkeypatch.setenv("GEMINI_BASE_URL", "http://127.0.0.1:9/")
+    monkeypatch.setenv("PRICE_OVERRIDES", '{"fal:wan/v2.6/reference-to-video:720p": 120000}')
+    s = Settings()
+    assert s.enabled_providers() == ("gemini", "fal")
+    assert s.gemini_base_url == "http://127.0.0.1:9"
+    assert (s.gemini_model, s.fal_model) == ("gemini-omni-1.1-flash", "wan/v2.6/reference-to-video")
+    assert s.price_overrides == {"fal:wan/v2.6/reference-to-video:720p": 120000}
 
 
 def test_secrets_never_appear_in_repr_or_validation_errors(monkeypatch: pytest.MonkeyPatch) -> None:
