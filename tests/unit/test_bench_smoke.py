@@ -8,18 +8,27 @@ import asyncio
 import importlib
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
+
+from bench.tracking_scale import QUICK, PlannedJob, Sims
+from bot.config import Settings
+from bot.providers.base import JobStatus
+from bot.providers.registry import build_providers
 
 REPO = Path(__file__).resolve().parents[2]
 # each bench, and what its quick run must print to show the work was really done
 BENCHES = {
     "ack_burst": ["acknowledged 10/10 (deferred: 10); admitted and queued: 10"],
     "tracking_scale": [
-        "| openai   | Castbot loop   | 10/10",
-        "| kling    | Castbot loop   | 10/10",
-        "naive 5 s loop | 10/10",
+        *(
+            f"| {p:<8} | {t:<14} | 5/5"
+            for p in ("openai", "kling", "gemini", "fal")
+            for t in ("Castbot loop", "naive 5 s loop")
+        ),
     ],
     "admission": ["40 / 40", "60 / 60", "none (asserted)"],
     "delivery_memory": ["delivered 2/2"],
@@ -67,3 +76,32 @@ async def test_every_bench_runs_quick_and_prints_its_table() -> None:
         assert "machine: " in text
         for expected in BENCHES[name]:
             assert expected in text, f"bench.{name}: {expected!r} missing from:\n{text[-3000:]}"
+
+
+async def test_tracking_scale_seeds_gemini_and_fal_jobs_their_adapters_track(tmp_path: Path) -> None:
+    """The jobs the benchmark writes straight into the simulators are read by the bot's own adapters,
+    built from the settings the benchmark gives the bot: running first, then done and downloadable."""
+    sims = Sims(replace(QUICK, providers=("gemini", "fal")), speed=1.0)
+    await sims.start()
+    try:
+        jobs = [PlannedJob(p, duration=0.4, elapsed=0.0) for p in ("gemini", "fal")]
+        ends = sims.add(jobs)
+        env = {k.lower(): v for k, v in sims.env().items()} | {"providers": "gemini,fal"}
+        settings = Settings(_env_file=None, **env)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(trust_env=False) as client:
+            providers = build_providers(settings, client)
+            for job, (external_id, _) in zip(jobs, ends, strict=True):
+                snapshot = (await providers[job.provider].status([external_id]))[external_id]
+                assert snapshot.status is JobStatus.RUNNING, (job.provider, snapshot)
+            await asyncio.sleep(0.5)
+            for job, (external_id, _) in zip(jobs, ends, strict=True):
+                snapshot = (await providers[job.provider].status([external_id]))[external_id]
+                assert snapshot.status is JobStatus.SUCCEEDED, (job.provider, snapshot)
+                done = await providers[job.provider].download(snapshot, tmp_path / f"{job.provider}.mp4", 1 << 26)
+                assert done.size > 0
+        assert sims.status_requests() == {"gemini": 2, "fal": 2}
+        assert sims.gemini is not None and sims.fal is not None
+        assert (sims.gemini.counts["result"], sims.gemini.counts["download"]) == (1, 1)  # file state, then bytes
+        assert (sims.fal.counts["result"], sims.fal.counts["download"]) == (1, 1)  # response_url, then the CDN
+    finally:
+        await sims.close()
