@@ -169,7 +169,9 @@ class NotSent(ProviderError):
 
 @dataclass
 class RateLimited(NotSent):
-    pass
+    # The account is at its limit of jobs at once (fal starts accounts at 2): the job waits its
+    # turn in Castbot's queue until its deadline, and the provider is not counted as failing.
+    account_busy: bool = False
 
 
 @dataclass

@@ -240,7 +240,7 @@ def map_error(
     if http == 429:
         # over the account's concurrency or request rate: the job waits in our queue
         wait = max(retry_after or 0.0, RATE_LIMIT_FLOOR)
-        return RateLimited(PROVIDER, "fal is at this account's limit", code=code, retry_after=wait)
+        return RateLimited(PROVIDER, "fal is at this account's limit", code=code, retry_after=wait, account_busy=True)
     if http == 404 and phase == "submit":
         return Rejected(
             PROVIDER, f"fal has no model {endpoint_id or '(unknown)'}", code=code, reason=RejectReason.UNSUPPORTED

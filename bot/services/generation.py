@@ -304,15 +304,22 @@ class GenerationService:
             log.warning("job %d: submission to %s is ambiguous (%s); reconciling", job.id, provider.name, exc.code)
             return None
         except ProviderError as exc:
-            await self._health.record(provider.name, ok=False, error=exc, phase="submit")
+            busy = isinstance(exc, RateLimited) and exc.account_busy
+            if not busy:  # a full account is the member's turn to wait, not the provider failing
+                await self._health.record(provider.name, ok=False, error=exc, phase="submit")
             state = "not_sent" if isinstance(exc, NotSent) else "rejected"
-            retry = isinstance(exc, RateLimited) and await self._attempts_on(job.id, provider.name) < RATE_LIMIT_RETRIES
+            tries = await self._attempts_on(job.id, provider.name)
+            in_time = job.deadline_at is None or self._clock() < job.deadline_at
+            retry = isinstance(exc, RateLimited) and ((busy and in_time) or tries < RATE_LIMIT_RETRIES)
             async with self._db.transaction() as conn:
                 await store.finish_attempt(
                     conn, client_ref, state, self._clock(), error_class=type(exc).__name__, error=exc.message
                 )
-                # back to held: nothing is in flight for this job any more
-                wait = min(exc.retry_after or self._poll_min, MAX_RETRY_AFTER)
+                # back to held: nothing is in flight for this job any more; a long wait backs off
+                wait = exc.retry_after or self._poll_min
+                if busy:
+                    wait = max(wait, self._poll_min * 2 ** min(max(tries - 1, 0), 5))
+                wait = min(wait, MAX_RETRY_AFTER)
                 await store.transition(
                     conn,
                     job.id,

@@ -207,3 +207,28 @@ async def test_about_names_both_engines_and_what_a_typical_video_costs(
     # 8 s at Omni's 720p rate, with one character's references; fal's Wan makes 10 s at $0.10 a second
     assert re.search(r"gemini \(`gemini-omni-1\.1-flash`\)\*\*: healthy · \$0\.8\d+ per typical video", about)
     assert "**fal (`wan/v2.6/reference-to-video`)**: healthy · $1.00 per typical video" in about
+
+
+# --- fal's account limit: jobs wait their turn --------------------------------------------------------
+
+
+async def test_jobs_refused_for_a_full_fal_account_wait_their_turn_and_never_fail_for_it(
+    sandbox: DiscordSandbox, world: World, harness: BotHarness, gemini: GeminiSim, fal: FalSim, clip: bytes
+) -> None:
+    bot = await start(harness, gemini, fal, providers="fal,gemini")
+    # fallback on, and still the job waits for fal: a full account is not a failing provider
+    await prepare_guild(sandbox, world, providers="fal,gemini", priority="stability", fallback=True)
+    await mira(sandbox, world, clip)
+    fal.add_fault("submit", http=429, retry_after=0.05, body={"detail": "Too many concurrent requests"}, times=5)
+
+    job = await generate(sandbox, world, "@Mira lights a lantern on the pier")
+    result = await final(sandbox, world, bot, job)
+
+    assert f"your video for job #{job} is ready (fal" in result.content, result.content
+    assert "It ran on" not in result.content
+    assert result.attachments[0].data == fal.video_bytes
+    assert gemini.creates == []
+    assert await attempts(bot, job) == [("fal", "not_sent", "RateLimited")] * 5 + [("fal", "accepted", None)]
+    assert (await bot.services.health.state("fal")).state == "closed"
+    row = await job_row(bot, job)
+    assert (await ledger(bot, job))["capture"] == row["cost_micros"] > 0
