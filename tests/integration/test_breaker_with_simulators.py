@@ -114,7 +114,7 @@ async def provider_lines(db: Database, providers: dict[str, VideoProvider], heal
     info = await AboutService(settings, db, providers, health, clock=health._clock).about()
     field = next(f for f in about_embed(info, "en").fields if f.name == "Providers")
     assert field.value is not None
-    return {line.split("**")[1]: line for line in field.value.splitlines()}
+    return {line.split("**")[1].split(" ")[0]: line for line in field.value.splitlines()}
 
 
 async def test_kling_out_of_balance_is_disabled_until_a_moderator_enables_it(
@@ -146,7 +146,7 @@ async def test_kling_out_of_balance_is_disabled_until_a_moderator_enables_it(
 
     lines = await provider_lines(db, providers, health)
     assert lines["kling"] == (
-        "**kling**: disabled: the Kling account has no balance or resource pack left (1102). "
+        "**kling (`kling-3.0-omni`)**: disabled: the Kling account has no balance or resource pack left (1102). "
         "A moderator can turn it back on with `/settings enable_provider`. · $0.672 per typical video"
     )
 
@@ -178,7 +178,7 @@ async def test_openai_503s_open_the_breaker_then_one_probe_closes_it(
     states = await health.states(providers)
     assert [c.name for c in route(NEEDS, providers, guild, states, now=clock.now)] == ["local"]
     lines = await provider_lines(db, providers, health)
-    assert lines["openai"].startswith(f"**openai**: paused after repeated failures until <t:{int(START) + 60}:t>")
+    assert lines["openai"].startswith(f"**openai (`sora-2`)**: paused after repeated failures until <t:{int(START) + 60}:t>")
     assert lines["openai"].endswith("· $0.80 per typical video")
     assert lines["local"] == "**local**: healthy · offline, free"
 
@@ -194,4 +194,4 @@ async def test_openai_503s_open_the_breaker_then_one_probe_closes_it(
     assert (await health.state("openai")).state == "closed"
     assert await health.allow("openai")
     assert len(openai_sim.creates()) == 4
-    assert (await provider_lines(db, providers, health))["openai"] == "**openai**: healthy · $0.80 per typical video"
+    assert (await provider_lines(db, providers, health))["openai"] == "**openai (`sora-2`)**: healthy · $0.80 per typical video"
