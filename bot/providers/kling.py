@@ -1,4 +1,4 @@
-"""Kling (Kuaishou) adapter: the live API, new design (`reference/live-providers.md` §4).
+"""Kling (Kuaishou) adapter: the live API, new design.
 
 Characters become *elements* (`POST /v1/general/advanced-custom-elements`, an asynchronous task
 polled to an integer `element_id`) built from the stored frontal frame plus 1-3 more frames.
@@ -65,8 +65,8 @@ MAX_ELEMENTS = 7  # multi-image elements + refer images, without a reference vid
 MAX_REFER_IMAGES = 3
 ELEMENT_NAME_MAX, ELEMENT_DESCRIPTION_MAX = 20, 100
 IMAGE_MIN_SIDE, IMAGE_MAX_BYTES, IMAGE_MAX_RATIO = 300, 10 * 1024 * 1024, 2.5
-UNIT_USD = Decimal("0.14")  # §4.8: 1 unit ≈ $0.14
-RATE_LIMIT_FLOOR = 1.0  # §4.3: back off from at least 1 s on 1303
+UNIT_USD = Decimal("0.14")  # Kling bills in units; its price list puts 1 unit at about $0.14
+RATE_LIMIT_FLOOR = 1.0  # Kling asks for at least 1 s of back-off on 1303 (concurrency limit)
 RECONCILE_WINDOW_MS = 24 * 3600 * 1000
 RECONCILE_PAGES = 3
 
@@ -428,7 +428,7 @@ class KlingProvider(VideoProvider):
         if 1200 <= code < 1300:
             return Rejected(name, text, code=code_text, reason=RejectReason.INVALID)
         if code == 5002 or (5000 <= code < 6000 and http in (500, 502, 504)):
-            # internal timeout or error: the task may exist, so never re-POST (§4.3)
+            # internal timeout or error: the task may exist, so never re-POST
             if phase == "create":
                 return Ambiguous(name, "Kling timed out internally; the job may exist", code=code_text)
             return Unavailable(name, "Kling is busy", code=code_text, retry_after=retry_after)

@@ -1,7 +1,7 @@
 """Adapter for the OpenAI Videos API wire shape (`/v1/videos`), also spoken by relays and Azure.
 
 Characters are referenced by id in `characters:[{id}]` *and* by their registered name written
-verbatim in the prompt (there is no @mention on this API). Wire facts: reference/providers.md §1-2.
+verbatim in the prompt (there is no @mention on this API). Wire facts: README.md, "Providers".
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The `relay` adapter: the Sora relay shape of the new-api family (`reference/providers.md` §4.2 B/C).
+"""The `relay` adapter: the Sora relay shape of the new-api family.
 
 Characters are created with `POST /sora/v1/characters` from a reachable clip URL (or a finished
 relay task) and a 1-3 s window, and answer with a global Sora `username`; a prompt mentions them
@@ -6,7 +6,7 @@ as `@username`. Videos are tasks: `POST /v1/videos`, `GET /v1/videos/{id}`, then
 `GET /v1/videos/{id}/content`. Prices are flat per video.
 
 Relays have no list endpoint, so an ambiguous submit cannot be reconciled: the job keeps its hold
-until its deadline (`reference/budgets-routing.md` §6.5).
+until its deadline (ARCHITECTURE.md, "Money").
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ class _Answer:
 class RelayProvider(VideoProvider):
     name = PROVIDER
     capabilities = Capabilities(
-        seconds=(10, 15),  # the relay's sora-2 task shape accepts only these (providers.md §4.2 B)
+        seconds=(10, 15),  # the relay's sora-2 task shape accepts only these
         orientations=frozenset({Orientation.PORTRAIT, Orientation.LANDSCAPE}),
         qualities=frozenset({Quality.STANDARD, Quality.PRO}),
         # No documented cap; the relays show two-character prompts, and each extra cameo in a
@@ -224,7 +224,7 @@ class RelayProvider(VideoProvider):
         return self._pro_model if quality is Quality.PRO else self._model
 
     def estimate(self, request: GenerationRequest) -> int:
-        # Flat per video whatever the duration (providers.md §4.2 pricing summary).
+        # Flat per video whatever the duration, as relays price it.
         return self._prices.price(PROVIDER, self._model_for(request.quality), "video")
 
     def estimate_character(self) -> int:

@@ -1,7 +1,7 @@
 """Characters: create (from an upload or a finished video), list, share, import, delete, and the
 resolution /generate relies on.
 
-Rules (DESIGN §4, §7):
+Rules (README.md, "Commands"; ARCHITECTURE.md, "Sharing"):
 - a character belongs to one guild; `private` = its owner only, `server` = anyone in the guild,
   `public` = the guild plus any guild that imported it with its share code;
 - a guild's names (its characters and its imports' aliases) form one case-insensitive namespace;

@@ -1,4 +1,4 @@
-"""Per-provider circuit breakers kept in SQLite (`reference/budgets-routing.md` §4.4, §6.8.5).
+"""Per-provider circuit breakers kept in SQLite (ARCHITECTURE.md, "Routing").
 
     closed ──repeated failures──▶ open ──open_until passes, allow()──▶ half_open (one probe)
       ▲                            ▲                                     │

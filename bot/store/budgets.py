@@ -209,7 +209,7 @@ async def audit(conn: aiosqlite.Connection) -> list[Drift]:
     return [Drift(*(r[i] for i in range(7))) for r in rows]
 
 
-# --- additions for the budget service (issue 5): limits, free holds, overruns, read models ---------
+# --- for the budget service: limits, free holds, overruns, read models -----------------------------
 
 
 async def guild_limits(conn: aiosqlite.Connection, guild_id: int) -> tuple[int | None, int | None]:

@@ -1,4 +1,4 @@
-"""Routing and fallback end to end (issue 7): the real bot, the Discord sandbox, and the loopback
+"""Routing and fallback end to end: the real bot, the Discord sandbox, and the loopback
 relay / openai / kling simulators. Each test drives /budget, /settings and /generate as members do
 and checks what reached each simulator, the jobs/attempts/ledger rows, and what the channel says.
 """

@@ -1,4 +1,4 @@
-"""A loopback simulator of the Kling API, new design (`reference/live-providers.md` §4, §5).
+"""A loopback simulator of the Kling API, new design.
 
 It validates requests as the real API documents them (API-key auth, the `{code, message,
 request_id, data}` envelope, element image rules checked by decoding the images, omni-video
@@ -49,7 +49,7 @@ SETTINGS = {
     "aspect_ratio": {"16:9", "9:16", "1:1"},
     "audio": {"native", "original", "off"},
 }
-UNITS_PER_SECOND = {  # §4.8, 3.0 Omni without video input: (no audio, native audio)
+UNITS_PER_SECOND = {  # Kling's price list, 3.0 Omni without video input: (no audio, native audio)
     "720p": (Decimal("0.6"), Decimal("0.8")),
     "1080p": (Decimal("0.8"), Decimal("1.0")),
     "4k": (Decimal("3.0"), Decimal("3.0")),

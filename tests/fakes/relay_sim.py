@@ -1,6 +1,6 @@
 """A Sora relay (new-api family) simulated over real loopback HTTP, with scripted faults.
 
-Speaks `reference/providers.md` §4.2 B/C: `POST /sora/v1/characters` (clip URL or finished task +
+Speaks the new-api relay shape: `POST /sora/v1/characters` (clip URL or finished task +
 a 1-3 s window → `username`), `POST /v1/videos` (JSON, `seconds` as a string, `@username` in the
 prompt), `GET /v1/videos/{id}`, `GET /v1/videos/{id}/content`. Validates like the relay, fetches
 character clips for real, records every request, and serves a real playable MP4.

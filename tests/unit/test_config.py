@@ -1,4 +1,4 @@
-"""Settings: names from DESIGN §3, defaults, provider selection, secrets kept secret."""
+"""Settings: names as the README documents them, defaults, provider selection, secrets kept secret."""
 
 from __future__ import annotations
 
