@@ -271,14 +271,3 @@ class VideoProvider(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most adapters own nothing
         """Release resources the adapter owns (not the shared HTTP client)."""
-
-
-@dataclass
-class ProviderHealth:
-    """A provider's state as shown in /about (filled by the router's breaker)."""
-
-    name: str
-    configured: bool
-    state: str = "closed"
-    detail: str = ""
-    extra: dict[str, str] = field(default_factory=dict)

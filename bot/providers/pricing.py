@@ -24,10 +24,9 @@ DEFAULT_PRICES: dict[str, int] = {
     "openai:sora-2-pro:1792x1024": 500_000,
     "openai:sora-2-pro:1080x1920": 700_000,
     "openai:sora-2-pro:1920x1080": 700_000,
-    # Sora relay shape, flat per video; character creation per character.
+    # Sora relay shape, flat per video.
     "relay:sora-2:video": 120_000,
     "relay:sora-2-pro:video": 800_000,
-    "relay:sora-2-character:character": 10_000,
     # Kling 3.0 Omni, no video input; per second (0.6/0.8 u/s without audio, 0.8/1.0 with).
     "kling:kling-3.0-omni:720p": 84_000,
     "kling:kling-3.0-omni:1080p": 112_000,
@@ -76,7 +75,3 @@ def usd_to_micros(amount: Decimal | int | str) -> int:
     if not value.is_finite():
         raise ValueError(f"not a finite amount: {amount!r}")
     return int((value * MICROS_PER_USD).to_integral_value(rounding=ROUND_CEILING))
-
-
-def micros_to_usd(micros: int) -> Decimal:
-    return Decimal(micros) / MICROS_PER_USD

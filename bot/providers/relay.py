@@ -227,10 +227,6 @@ class RelayProvider(VideoProvider):
         # Flat per video whatever the duration, as relays price it.
         return self._prices.price(PROVIDER, self._model_for(request.quality), "video")
 
-    def estimate_character(self) -> int:
-        """What registering one character costs (LaoZhang charged $0.01)."""
-        return self._prices.price(PROVIDER, CHARACTER_MODEL, "character")
-
     # --- characters -----------------------------------------------------------------------------
 
     async def register_character(self, asset: CharacterAsset) -> CharacterHandle:

@@ -311,9 +311,6 @@ class CharacterService:
         provider error propagates and nothing is stored."""
         return await self._handles.ensure(character, provider, clip_url=clip_url)
 
-    async def save_handle(self, character_id: int, handle: CharacterHandle) -> None:
-        await self._handles.save(character_id, handle)
-
     async def mark_refused(self, character_id: int, provider: str, reason: str) -> None:
         await self._handles.mark_refused(character_id, provider, reason)
 
