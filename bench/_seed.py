@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bench._common import BOT_SRC
 from bot.db import Database
-from bot.services.periods import period_keys
+from bot.domain.periods import period_keys
 from bot.store import budgets as money
 from bot.store import jobs as store
 from bot.store.jobs import NewJob

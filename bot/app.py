@@ -17,6 +17,7 @@ from discord.ext import commands
 
 from bot.config import Settings
 from bot.db import Database
+from bot.domain.money import BadAmount
 from bot.errors import UserFacingError
 from bot.i18n import CastbotTranslator, t
 from bot.providers.base import VideoProvider
@@ -110,7 +111,7 @@ class CastbotTree(app_commands.CommandTree["Castbot"]):
         or "Something went wrong (ref ...)" with the ref logged. An autocomplete gets no choices."""
         locale = locale_of(interaction)
         original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
-        if isinstance(original, UserFacingError):
+        if isinstance(original, UserFacingError | BadAmount):
             message = t(original.key, locale, **original.params)
         elif isinstance(original, app_commands.TransformerError):
             message = t("error.bad_option", locale, option=shown(str(original.value), 100))

@@ -34,7 +34,7 @@ from discord import Locale, app_commands
 from discord.app_commands import TranslationContextLocation as Where
 
 from bot.plurals import format_number, language, parse_forms, select
-from bot.services.money import Money, format_usd
+from bot.domain.money import Money, format_usd
 
 log = logging.getLogger(__name__)
 

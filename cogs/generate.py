@@ -13,7 +13,7 @@ from discord.ext import commands
 from bot.app import Castbot
 from bot.i18n import cmd, t
 from bot.services.generation import GenerateCommand
-from bot.services.money import format_usd
+from bot.domain.money import format_usd
 from bot.store.jobs import JobRow
 from bot.ui.characters import COG_NAME as CHARACTERS_COG
 from bot.ui.generation import status_embed

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from bot.errors import GuildOnly, UserFacingError
 from bot.services.actors import Actor
 from bot.services.guilds import GuildService, GuildSettings
-from bot.services.periods import is_timezone
+from bot.domain.periods import is_timezone
 
 # Languages the bot posts in (Discord locale codes); stored for channel posts.
 SUPPORTED_LOCALES = ("en-US", "ru", "de", "fr", "pt-BR", "es-ES", "zh-CN")

@@ -6,7 +6,7 @@ import discord
 
 from bot.i18n import t
 from bot.services.budget import BudgetOverview, Usage
-from bot.services.money import format_usd
+from bot.domain.money import format_usd
 
 BUDGET_COLOUR = discord.Colour(0x2ECC71)
 WARNING_COLOUR = discord.Colour(0xE67E22)

@@ -6,7 +6,7 @@ import discord
 
 from bot.i18n import t
 from bot.services.jobs_view import JobLine, JobsList
-from bot.services.money import format_usd
+from bot.domain.money import format_usd
 
 JOBS_COLOUR = discord.Colour(0x5865F2)
 PROMPT_EXCERPT = 90

@@ -8,7 +8,7 @@ import discord
 
 from bot.i18n import t
 from bot.services.guilds import GuildSettings
-from bot.services.money import format_usd
+from bot.domain.money import format_usd
 
 SETTINGS_COLOUR = discord.Colour(0x95A5A6)
 

@@ -26,7 +26,7 @@ from bot.services.budget import (
     TooManyActiveJobs,
 )
 from bot.services.guilds import GuildService
-from bot.services.money import BadAmount
+from bot.domain.money import BadAmount
 from bot.store import budgets
 from bot.store import guilds as guild_store
 from bot.store.budgets import AlreadySettled

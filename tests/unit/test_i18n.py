@@ -23,7 +23,7 @@ from bot.i18n import (
     t,
 )
 from bot.plurals import categories, format_number, parse_forms, plural_category, select
-from bot.services.money import Money
+from bot.domain.money import Money
 
 
 def placeholders(text: str) -> set[str]:

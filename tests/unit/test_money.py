@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.i18n import t
-from bot.services.money import MAX_MICROS, BadAmount, Money, format_usd, parse_usd, usd_to_micros
+from bot.domain.money import MAX_MICROS, BadAmount, Money, format_usd, parse_usd, usd_to_micros
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,6 @@ import re
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
-from bot.errors import UserFacingError
-
 MICROS_PER_USD = 1_000_000
 MICROS_PER_CENT = 10_000
 MAX_USD = 100_000  # a sane ceiling for any budget typed in Discord
@@ -24,11 +22,15 @@ _AMOUNT = re.compile(r"^(?P<units>[0-9]*)(?:[.,](?P<cents>[0-9]*))?$")
 _CURRENCY = re.compile(r"^(?:us\$|\$|usd)?\s*(?P<body>.*?)\s*(?:\$|usd)?$", re.IGNORECASE)
 
 
-class BadAmount(UserFacingError):
-    """An amount a member typed that cannot be a budget; `key` says why."""
+class BadAmount(ValueError):
+    """An amount a member typed that cannot be a budget; `key` says why. Shaped like a
+    UserFacingError (`key`, `params`): the tree's error handler shows it to the member the same
+    way, while the domain stays free of the bot's error classes."""
 
     def __init__(self, key: str, text: str) -> None:
-        super().__init__(key, text=_echo(text), max=Money(MAX_MICROS))
+        super().__init__(key)
+        self.key = key
+        self.params: dict[str, object] = {"text": _echo(text), "max": Money(MAX_MICROS)}
 
 
 def _echo(text: str) -> str:
