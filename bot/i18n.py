@@ -8,14 +8,18 @@ never breaks a reply. Command names and descriptions use the same catalog throug
 `CastbotTranslator`, keyed by `cmd.*` ids carried in `locale_str` extras.
 
 Inside a message, besides plain `{name}` fields:
-- `{count:one=# video|other=# videos}` picks the plural form for the reader's language
-  (bot/plurals.py has the rules and the syntax);
+- `{count:one=# video|other=# videos}` picks the plural form for the reader's language: the text
+  after `:` lists `category=form` pairs separated by `|`, `#` in a form becomes the number
+  written the reader's way, forms are plain text (no `{}` or `|`), and a missing category falls
+  back to `other`, which is required. Categories are CLDR's (`one`, `few`, `many`, `other`...),
+  as Babel reports them for the language;
 - `{seconds:number}` writes a number the reader's way (`2,5` in German);
-- a `Money` value is written in the reader's currency style (`5,50 $`), and any value with a
-  `localized(locale)` method renders itself in the reader's language.
+- a `Money` value is written in the reader's currency style (`5,50 $`), and a `Localizable` or
+  `Lines` value (bot/domain/text.py) is rendered in the reader's language too.
 
-Locales resolve exact → language → another catalog of the same language (`es-419` reads
-`es-ES`, `zh-TW` reads `zh-CN`) → English.
+Which languages exist is bot/domain/locales.py's `LOCALES`; a reader's locale resolves to the
+closest of them (exact → same language → English, so `es-419` reads `es-ES`), whose catalog is
+the folder of that name (English's is `en`).
 """
 
 from __future__ import annotations
@@ -28,13 +32,15 @@ import unicodedata
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from discord import Locale, app_commands
 from discord.app_commands import TranslationContextLocation as Where
 
-from bot.plurals import format_number, language, parse_forms, select
+from bot.domain import locales
+from bot.domain.locales import format_number, language, plural_category
 from bot.domain.money import Money, format_usd
+from bot.domain.text import Lines, Localizable
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +51,7 @@ OPTION_PREFIX = "cmd.option."
 
 NAME_MAX, DESCRIPTION_MAX, CHOICE_MAX = 32, 100, 100
 
-
-@runtime_checkable
-class Localizable(Protocol):
-    """A message parameter that knows how to show itself in a language (e.g. a list of reasons)."""
-
-    def localized(self, locale: str) -> str: ...
+_FORM = re.compile(r"^(zero|one|two|few|many|other)=([^|]*)$")
 
 
 @cache
@@ -70,9 +71,14 @@ def catalog(locale: str) -> Mapping[str, str]:
     return merged
 
 
+def catalog_name(supported: str) -> str:
+    """The catalog folder of a supported locale: its own code, `en` for English."""
+    return DEFAULT_LOCALE if supported == locales.DEFAULT else supported
+
+
 @cache
 def _locales() -> tuple[str, ...]:
-    return tuple(sorted(p.name for p in LOCALES_DIR.iterdir() if p.is_dir()))
+    return tuple(sorted(catalog_name(code) for code in locales.LOCALES))
 
 
 def available_locales() -> list[str]:
@@ -80,18 +86,31 @@ def available_locales() -> list[str]:
 
 
 def resolve_locale(locale: str | Locale | None) -> str:
-    """The catalog for a Discord locale: exact (`pt-BR`), language (`en-GB` → `en`), another
-    catalog of that language (`es-419` → `es-ES`), then English."""
+    """The catalog for a Discord locale: exact (`pt-BR`), same language (`en-GB` → `en`,
+    `es-419` → `es-ES`), then English."""
     if locale is None:
         return DEFAULT_LOCALE
-    code = str(locale.value if isinstance(locale, Locale) else locale).replace("_", "-")
-    known = _locales()
-    if code in known:
-        return code
-    lang = code.split("-", 1)[0].lower()
-    if lang in known:
-        return lang
-    return next((c for c in known if c.split("-", 1)[0].lower() == lang), DEFAULT_LOCALE)
+    code = str(locale.value if isinstance(locale, Locale) else locale)
+    return catalog_name(locales.closest(code))
+
+
+def parse_forms(spec: str) -> dict[str, str] | None:
+    """`one=# video|other=# videos` → {"one": "# video", "other": "# videos"}; None if not a plural field."""
+    if "=" not in spec:
+        return None
+    forms: dict[str, str] = {}
+    for part in spec.split("|"):
+        match = _FORM.match(part)
+        if match is None or match.group(1) in forms:
+            return None
+        forms[match.group(1)] = match.group(2)
+    return forms if "other" in forms else None
+
+
+def select(forms: dict[str, str], value: object, locale: str | None) -> str:
+    """The form for `value` with `#` replaced by the number; `other` covers a missing category."""
+    form = forms.get(plural_category(locale, value), forms["other"])
+    return form.replace("#", format_number(value, locale))
 
 
 class _Formatter(string.Formatter):
@@ -101,7 +120,9 @@ class _Formatter(string.Formatter):
 
     def format_field(self, value: Any, format_spec: str) -> Any:
         if isinstance(value, Localizable):
-            value = value.localized(self.locale)
+            value = render(value, self.locale)
+        elif isinstance(value, Lines):
+            value = "\n".join(render(line, self.locale) for line in value.items)
         if isinstance(value, Money):
             return format_usd(value.micros, format_spec or self.locale)
         forms = parse_forms(format_spec)
@@ -137,6 +158,11 @@ def t(key: str, locale: str | Locale | None = None, /, **params: Any) -> str:
         return _render(english, DEFAULT_LOCALE, params)
     except (KeyError, IndexError, ValueError, TypeError, AttributeError):
         return english
+
+
+def render(text: Localizable, locale: str | Locale | None) -> str:
+    """A Localizable in `locale`, its Localizable parameters too."""
+    return t(text.key, locale, **text.params)
 
 
 def cmd(key: str) -> app_commands.locale_str:

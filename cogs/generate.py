@@ -11,9 +11,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import Castbot
+from bot.domain.money import format_usd
 from bot.i18n import cmd, t
 from bot.services.generation import GenerateCommand
-from bot.domain.money import format_usd
 from bot.store.jobs import JobRow
 from bot.ui.characters import COG_NAME as CHARACTERS_COG
 from bot.ui.generation import status_embed

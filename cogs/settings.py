@@ -7,21 +7,12 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import Castbot
+from bot.domain.locales import LOCALES, display_name
 from bot.i18n import cmd, t
-from bot.services.server_settings import SUPPORTED_LOCALES, SettingsService, timezones_matching
+from bot.services.server_settings import SettingsService, timezones_matching
 from bot.ui.replies import locale_of
 from bot.ui.settings import settings_embed
 from cogs._common import actor_of
-
-LANGUAGE_NAMES = {
-    "en-US": "English",
-    "ru": "Русский",
-    "de": "Deutsch",
-    "fr": "Français",
-    "pt-BR": "Português (Brasil)",
-    "es-ES": "Español",
-    "zh-CN": "中文 (简体)",
-}
 
 
 class SettingsCog(commands.Cog):
@@ -40,7 +31,7 @@ class SettingsCog(commands.Cog):
         enable_provider=cmd("cmd.settings.enable_provider"),
     )
     @app_commands.choices(
-        locale=[app_commands.Choice(name=LANGUAGE_NAMES[code], value=code) for code in SUPPORTED_LOCALES],
+        locale=[app_commands.Choice(name=display_name(code), value=code) for code in LOCALES],
         priority=[
             app_commands.Choice(name=cmd("settings.choice.cost"), value="cost"),
             app_commands.Choice(name=cmd("settings.choice.stability"), value="stability"),

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_HALF_UP, Decimal
+from typing import Any
+
+from bot.domain.locales import format_usd_amount
 
 MICROS_PER_USD = 1_000_000
 MICROS_PER_CENT = 10_000
@@ -30,7 +33,7 @@ class BadAmount(ValueError):
     def __init__(self, key: str, text: str) -> None:
         super().__init__(key)
         self.key = key
-        self.params: dict[str, object] = {"text": _echo(text), "max": Money(MAX_MICROS)}
+        self.params: dict[str, Any] = {"text": _echo(text), "max": Money(MAX_MICROS)}
 
 
 def _echo(text: str) -> str:
@@ -69,61 +72,41 @@ def usd_to_micros(usd: Decimal) -> int:
     return max(0, int(micros))
 
 
-@dataclass(frozen=True)
-class _Style:
-    prefix: str
-    suffix: str
-    decimal: str
-    group: str
-
-
-NBSP, NNBSP = "\u00a0", "\u202f"
-_EN = _Style("$", "", ".", ",")
-# Keyed by language; issue 9 (translations) extends this table, not the callers.
-STYLES: dict[str, _Style] = {
-    "en": _EN,
-    "de": _Style("", f"{NBSP}$", ",", "."),
-    "es": _Style("", f"{NBSP}$", ",", "."),
-    # Brazilians write foreign dollars before the amount, as CLDR pt does: `US$ 5,50`.
-    "pt": _Style(f"US${NBSP}", "", ",", "."),
-    "fr": _Style("", f"{NBSP}$", ",", NNBSP),
-    "ru": _Style("", f"{NBSP}$", ",", NBSP),
-    "zh": _Style("US$", "", ".", ","),
-}
-
-
-def _style(locale: str | None) -> _Style:
-    if not locale:
-        return _EN
-    language = str(locale).replace("_", "-").split("-", 1)[0].lower()
-    return STYLES.get(language, _EN)
-
-
 def format_usd(micros: int, locale: str | None = "en") -> str:
-    """`$5.50` (en), `5,50 $` (de/fr/es/ru, no-break space), `US$ 5,50` (pt), `US$5.50` (zh).
+    """`$5.50` (en), `5,50 $` (de, ru), `5,50 $US` (fr), `5,50 US$` (es), `US$ 5,50` (pt),
+    `US$5.50` (zh), as CLDR writes US dollars in the reader's language.
 
     Whole cents show two decimals; sub-cent amounts (per-second prices) show up to four, so a
     tiny cost never reads as `$0.00`.
     """
-    style = _style(locale)
-    sign = "-" if micros < 0 else ""
-    value = Decimal(abs(micros)) / MICROS_PER_USD
-    if abs(micros) % MICROS_PER_CENT == 0:
-        text = f"{value:.2f}"
+    value = Decimal(micros) / MICROS_PER_USD
+    if micros % MICROS_PER_CENT == 0:
+        amount = value.quantize(Decimal("0.01"))
     else:
-        text = f"{value.quantize(Decimal('0.0001'), rounding=ROUND_HALF_UP):.4f}".rstrip("0")
-        if len(text.split(".")[1]) < 2:
-            text = f"{Decimal(text):.2f}"
-    units, cents = text.split(".")
-    grouped = f"{int(units):,}".replace(",", style.group)
-    return f"{sign}{style.prefix}{grouped}{style.decimal}{cents}{style.suffix}"
+        amount = _trimmed(value.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP))
+    return format_usd_amount(amount, locale)
+
+
+def format_price(micros: int, locale: str | None = "en") -> str:
+    """A price: `$0.80`, or `$0.672` when cents would hide part of it. Rounded up, so a price is
+    never understated."""
+    value = Decimal(micros) / MICROS_PER_USD
+    places = Decimal("0.01") if micros % MICROS_PER_CENT == 0 else Decimal("0.001")
+    return format_usd_amount(value.quantize(places, rounding=ROUND_CEILING), locale)
+
+
+def _trimmed(amount: Decimal) -> Decimal:
+    # Drop trailing zeros without normalize()'s exponent form (10.0000 → 1E+1); the currency
+    # format still shows at least the two digits of cents.
+    text = format(amount, "f")
+    return Decimal(text.rstrip("0").rstrip(".") if "." in text else text)
 
 
 @dataclass(frozen=True)
 class Money:
-    """An amount inside a translated message: `{remaining}` renders English style, and a
-    catalog can ask for its own style with `{remaining:de}`. Lets a service raise an error with
-    money in it before anyone knows the reader's language."""
+    """An amount inside a translated message, rendered in the reader's style (`{remaining}`);
+    `{remaining:de}` asks for a given locale's. Lets a service raise an error with money in it
+    before anyone knows the reader's language."""
 
     micros: int
 

@@ -19,11 +19,11 @@ import aiosqlite
 
 from bot.config import Settings
 from bot.db import Database
+from bot.domain.money import Money, format_usd, parse_usd, usd_to_micros
+from bot.domain.periods import PeriodKeys, period_keys
 from bot.errors import GuildOnly, UserFacingError
 from bot.services.actors import Actor
 from bot.services.guilds import GuildService, GuildSettings
-from bot.domain.money import Money, format_usd, parse_usd, usd_to_micros
-from bot.domain.periods import PeriodKeys, period_keys
 from bot.store import budgets as store
 from bot.store import guilds as guild_store
 from bot.store import jobs as jobs_store

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Protocol
 
+from bot.domain.locales import LOCALES
+from bot.domain.periods import is_timezone
 from bot.errors import GuildOnly, UserFacingError
 from bot.services.actors import Actor
 from bot.services.guilds import GuildService, GuildSettings
-from bot.domain.periods import is_timezone
 
-# Languages the bot posts in (Discord locale codes); stored for channel posts.
-SUPPORTED_LOCALES = ("en-US", "ru", "de", "fr", "pt-BR", "es-ES", "zh-CN")
 PRIORITIES = ("cost", "stability")
 DEFAULT_PROVIDERS_WORDS = frozenset({"default", "all", "reset"})
 MAX_CHOICES = 25
@@ -106,8 +105,8 @@ class SettingsService:
         if timezone is not None:
             changes["timezone"] = self._timezone(timezone)
         if locale is not None:
-            if locale not in SUPPORTED_LOCALES:
-                raise SettingsProblem("settings.error.locale", value=locale[:40], known=", ".join(SUPPORTED_LOCALES))
+            if locale not in LOCALES:
+                raise SettingsProblem("settings.error.locale", value=locale[:40], known=", ".join(LOCALES))
             changes["locale"] = locale
         if providers is not None:
             changes["providers"] = self._providers(providers)

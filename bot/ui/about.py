@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import ROUND_CEILING, Decimal
 
 import discord
 
+from bot.domain.money import format_price
 from bot.i18n import t
 from bot.services.about import AboutInfo, ProviderStatus
 
 BRAND_COLOUR = discord.Colour(0x5865F2)
-
-
-def usd(micros: int) -> str:
-    """`$0.80`, or `$0.672` when cents would hide part of it (rounded up: never understate a price)."""
-    value = Decimal(micros) / 1_000_000
-    places = Decimal("0.01") if micros % 10_000 == 0 else Decimal("0.001")
-    return f"${value.quantize(places, rounding=ROUND_CEILING)}"
 
 
 def _state(status: ProviderStatus, locale: str) -> str:
@@ -39,7 +32,7 @@ def _price(status: ProviderStatus, locale: str) -> str:
         return t("about.provider_free", locale)
     if status.price_micros is None:
         return t("about.price_unknown", locale)
-    return t("about.price", locale, amount=usd(status.price_micros))
+    return t("about.price", locale, amount=format_price(status.price_micros, locale))
 
 
 def _provider_line(status: ProviderStatus, locale: str) -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import discord
 
+from bot.domain.money import format_usd
 from bot.i18n import t
 from bot.services.budget import BudgetOverview, Usage
-from bot.domain.money import format_usd
 
 BUDGET_COLOUR = discord.Colour(0x2ECC71)
 WARNING_COLOUR = discord.Colour(0xE67E22)

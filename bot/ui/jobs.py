@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import discord
 
+from bot.domain.money import format_usd
 from bot.i18n import t
 from bot.services.jobs_view import JobLine, JobsList
-from bot.domain.money import format_usd
 
 JOBS_COLOUR = discord.Colour(0x5865F2)
 PROMPT_EXCERPT = 90

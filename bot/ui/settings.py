@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import discord
 
+from bot.domain.money import format_usd
 from bot.i18n import t
 from bot.services.guilds import GuildSettings
-from bot.domain.money import format_usd
 
 SETTINGS_COLOUR = discord.Colour(0x95A5A6)
 

@@ -14,6 +14,7 @@ import pytest
 
 from bot.config import Settings
 from bot.db import Database
+from bot.domain.money import BadAmount
 from bot.errors import NotModerator
 from bot.i18n import t
 from bot.services.actors import Actor
@@ -26,7 +27,6 @@ from bot.services.budget import (
     TooManyActiveJobs,
 )
 from bot.services.guilds import GuildService
-from bot.domain.money import BadAmount
 from bot.store import budgets
 from bot.store import guilds as guild_store
 from bot.store.budgets import AlreadySettled

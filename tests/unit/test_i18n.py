@@ -12,6 +12,10 @@ from discord import app_commands
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bot.domain.locales import format_number, plural_category
+from bot.domain.locales import plural_categories as categories
+from bot.domain.money import Money
+from bot.domain.text import Lines, Localizable
 from bot.i18n import (
     LOCALES_DIR,
     CastbotTranslator,
@@ -19,11 +23,12 @@ from bot.i18n import (
     catalog,
     cmd,
     is_command_name,
+    parse_forms,
+    render,
     resolve_locale,
+    select,
     t,
 )
-from bot.plurals import categories, format_number, parse_forms, plural_category, select
-from bot.domain.money import Money
 
 
 def placeholders(text: str) -> set[str]:
@@ -218,20 +223,14 @@ def test_number_fields_use_the_readers_decimal_mark() -> None:
     assert t("characters.clip_seconds", "en", seconds="2.5") == "2.5 s"
 
 
-class _Reasons:
-    def __init__(self) -> None:
-        self.asked: list[str] = []
-
-    def localized(self, locale: str) -> str:
-        self.asked.append(locale)
-        return t("route.no_providers", locale)
-
-
-def test_parameters_that_can_localize_themselves_do() -> None:
-    reasons = _Reasons()
-    text = t("route.none_available", "es-419", reasons=reasons)
-    assert reasons.asked == ["es-ES"]
+def test_localizable_parameters_render_in_the_readers_language() -> None:
+    text = t("route.none_available", "es-419", reasons=Localizable("route.no_providers"))
     assert text.endswith("• no hay ningún proveedor configurado para este servidor.")
+    # nested: a line whose own parameter is localized, in a list of lines
+    line = Localizable("route.reason_line", {"reason": Localizable("route.no_providers")})
+    text = render(Localizable("route.none_available", {"reasons": Lines((line, line))}), "de")
+    assert text.splitlines()[1:] == ["• • Für diesen Server ist kein Anbieter eingerichtet."] * 2
+    assert render(Localizable("route.none_available", {"reasons": Lines(())}), "ru").endswith(":\n")
 
 
 def test_a_message_with_missing_parameters_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:

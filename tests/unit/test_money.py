@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bot.domain.money import MAX_MICROS, BadAmount, Money, format_price, format_usd, parse_usd, usd_to_micros
 from bot.i18n import t
-from bot.domain.money import MAX_MICROS, BadAmount, Money, format_usd, parse_usd, usd_to_micros
 
 
 @pytest.mark.parametrize(
@@ -107,12 +107,13 @@ def test_comma_and_dot_decimals_agree(units: int, cents: int) -> None:
         ("en-US", "$5.50"),
         ("en-GB", "$5.50"),
         ("de", "5,50\u00a0$"),
-        ("fr", "5,50\u00a0$"),
-        ("es-ES", "5,50\u00a0$"),
+        ("fr", "5,50\u00a0$US"),  # CLDR: French and Spanish name the dollar's country
+        ("es-ES", "5,50\u00a0US$"),
+        ("es-419", "5,50\u00a0US$"),  # read as the Spanish catalog is
         ("pt-BR", "US$\u00a05,50"),
         ("ru", "5,50\u00a0$"),
         ("zh-CN", "US$5.50"),
-        ("ja", "$5.50"),  # not in the table yet: English style
+        ("ja", "$5.50"),  # not a supported language: English, as the reply is
         (None, "$5.50"),
     ],
 )
@@ -123,13 +124,32 @@ def test_format_usd_per_locale(locale: str | None, text: str) -> None:
 def test_format_usd_groups_thousands_and_shows_sub_cent_amounts() -> None:
     assert format_usd(1_234_567_890_000, "en") == "$1,234,567.89"
     assert format_usd(1_234_500_000, "de") == "1.234,50\u00a0$"
-    assert format_usd(1_234_500_000, "fr") == "1\u202f234,50\u00a0$"
+    assert format_usd(1_234_500_000, "fr") == "1\u202f234,50\u00a0$US"
+    assert format_usd(1_234_500_000, "es-ES") == "1234,50\u00a0US$"  # CLDR: Spanish groups from 5 digits
+    assert format_usd(12_345_500_000, "es-ES") == "12.345,50\u00a0US$"
+    assert format_usd(10_000_040, "en") == "$10.00"  # rounds to 4 places, then shows cents
     assert format_usd(0, "en") == "$0.00"
     assert format_usd(1_200, "en") == "$0.0012"  # a per-second price never reads as $0.00
     assert format_usd(123_400, "en") == "$0.1234"
     assert format_usd(120_000, "en") == "$0.12"
     assert format_usd(100, "en") == "$0.0001"
     assert format_usd(-2_500_000, "en") == "-$2.50"
+
+
+@pytest.mark.parametrize(
+    ("micros", "locale", "text"),
+    [
+        (800_000, "en", "$0.80"),
+        (672_000, "en", "$0.672"),
+        (671_001, "en", "$0.672"),  # rounded up: a price is never understated
+        (600_100, "en", "$0.601"),
+        (672_000, "de", "0,672\u00a0$"),
+        (672_000, "fr", "0,672\u00a0$US"),
+        (1_500_000, "pt-BR", "US$\u00a01,50"),
+    ],
+)
+def test_prices_round_up_and_take_the_readers_style(micros: int, locale: str, text: str) -> None:
+    assert format_price(micros, locale) == text
 
 
 def test_money_in_messages_formats_per_catalog_spec() -> None:
@@ -145,3 +165,9 @@ def test_operator_budget_in_decimal_dollars() -> None:
     assert usd_to_micros(Decimal("250")) == 250_000_000
     assert usd_to_micros(Decimal("0.1234567")) == 123_456  # never rounds a cap up
     assert usd_to_micros(Decimal("-1")) == 0
+
+
+@given(st.integers(min_value=0, max_value=MAX_MICROS))
+def test_a_price_is_never_understated(micros: int) -> None:
+    shown = Decimal(format_price(micros, "en").removeprefix("$").replace(",", ""))
+    assert shown * 1_000_000 >= micros
