@@ -33,7 +33,7 @@ from bench._seed import open_db
 from bot.db import Database
 from bot.services.actors import Actor
 from bot.services.guilds import GuildService
-from tests.fakes.discord_sandbox import Channel, DiscordSandbox, Member
+from discord_sandbox import Channel, DiscordSandbox, Member
 
 DISCORD_LIMIT_MS = 3000.0
 TARGET_P99_MS = 150.0

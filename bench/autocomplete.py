@@ -33,7 +33,7 @@ from bot.config import Settings
 from bot.db import Database
 from bot.prompts import name_key
 from bot.services.actors import Actor
-from tests.fakes.discord_sandbox import DiscordSandbox
+from discord_sandbox import DiscordSandbox
 
 _CALLBACK = re.compile(r"^/interactions/(\d+)/[^/]+/callback$")
 _WORDS = (

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from bench._common import MIB, bot_env, bounded, fmt, report, running_bot, verdict, workdir
 from bench._seed import SeedJob, open_db, seed_jobs
 from bench._sims import KLING_KEY, OPENAI_KEY, BenchKlingSim, BenchOpenAISim
-from tests.fakes.discord_sandbox import DiscordSandbox
+from discord_sandbox import DiscordSandbox
 
 TARGET_MIB = 200.0
 _NONCE = re.compile(r"^castbot-job-(\d+)$")

@@ -24,7 +24,7 @@ from pathlib import Path
 from bench._common import Summary, bot_env, bounded, fmt, report, running_bot, workdir
 from bench._seed import SeedJob, open_db, seed_history, seed_jobs
 from bench._sims import KLING_KEY, OPENAI_KEY, BenchKlingSim, BenchOpenAISim
-from tests.fakes.discord_sandbox import DiscordSandbox, InteractionRecord
+from discord_sandbox import DiscordSandbox, InteractionRecord
 
 _CALLBACK = re.compile(r"^/interactions/(\d+)/[^/]+/callback$")
 _FOLLOWUP = re.compile(r"^/webhooks/\d+/([^/]+)$")

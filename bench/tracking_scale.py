@@ -65,7 +65,7 @@ from bench._sims import (
     BenchOpenAISim,
 )
 from bot.providers.fal import QueueRef
-from tests.fakes.discord_sandbox import Channel, DiscordSandbox, Member
+from discord_sandbox import Channel, DiscordSandbox, Member
 
 ESTIMATE_MICROS = 2_000_000  # a worst-case hold; settlement captures what the provider billed
 _NONCE = re.compile(r"^castbot-job-(\d+)$")

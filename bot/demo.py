@@ -3,7 +3,7 @@
 Runs the real bot against the loopback Discord sandbox from the test suite, with the free
 `local` provider: creates a character from a clip it renders itself, generates a video with
 `@name`, shows the budget, and writes a readable transcript plus the MP4s to a folder.
-Needs a source checkout (the sandbox lives in tests/fakes/).
+The sandbox and the clip renderer are the `discord_sandbox` package, installed with Castbot.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import json
 import logging
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from bot.config import Settings
+from discord_sandbox import MANAGE_GUILD, DiscordSandbox
+from discord_sandbox.clips import make_clip
 
 log = logging.getLogger(__name__)
 
@@ -47,21 +48,7 @@ class Transcript:
         self.say(f"> **{label}**: " + body.replace("\n", "\n> "))
 
 
-def _checkout_on_path() -> None:
-    """Make tests/fakes importable when run from anywhere inside a source checkout."""
-    root = Path(__file__).resolve().parent.parent
-    if (root / "tests" / "fakes").is_dir() and str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-
-
 async def run_demo(out_dir: Path) -> int:
-    _checkout_on_path()
-    try:
-        from tests.fakes.clips import make_clip
-        from tests.fakes.discord_sandbox import MANAGE_GUILD, DiscordSandbox
-    except ImportError:
-        print("castbot: the demo needs a source checkout (it uses the Discord sandbox in tests/fakes/)")
-        return 2
     from bot.__main__ import open_bot
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,8 @@ import pytest
 from bot.__main__ import open_bot
 from bot.app import Castbot
 from bot.config import Settings
-from tests.fakes.discord_sandbox import MANAGE_GUILD, Channel, DiscordSandbox, Guild, Member
+from discord_sandbox import MANAGE_GUILD, Channel, DiscordSandbox, Guild, Member
+from discord_sandbox.spec import SCHEMAS_CHECKED
 
 SANDBOX_TOKEN = "sandbox-bot-token"
 
@@ -44,6 +45,7 @@ async def sandbox(request: pytest.FixtureRequest) -> AsyncIterator[DiscordSandbo
     """The Discord sandbox, with two standing checks when the test ends: every request the bot
     sent was one Discord accepts (its OpenAPI description and documented limits), and every
     interaction was answered (acknowledged within 3 s, and a deferral followed up or edited)."""
+    assert SCHEMAS_CHECKED, "the sandbox checks schemas with jsonschema-rs: pip install -e '.[dev]'"
     async with DiscordSandbox(token=SANDBOX_TOKEN) as sb:
         yield sb
         problems = []

@@ -9,8 +9,8 @@ import sqlite3
 import pytest
 
 from bot.app import Castbot
+from discord_sandbox import DiscordSandbox
 from tests.conftest import SANDBOX_TOKEN, BotHarness, World
-from tests.fakes.discord_sandbox import DiscordSandbox
 
 
 async def test_bot_identifies_and_syncs_its_commands(sandbox: DiscordSandbox, castbot: Castbot) -> None:

@@ -8,8 +8,8 @@ import pytest
 
 from bot.app import Castbot
 from bot.services.budget import BudgetPlan, BudgetService
+from discord_sandbox import DiscordSandbox, SandboxUsageError
 from tests.conftest import BotHarness, World
-from tests.fakes.discord_sandbox import DiscordSandbox, SandboxUsageError
 
 pytestmark = pytest.mark.e2e
 

@@ -13,9 +13,9 @@ from bot.app import Castbot
 from bot.services.actors import Actor
 from bot.services.character_errors import UnknownCharacters, Unusable
 from bot.services.characters import CharacterService
+from discord_sandbox import DiscordSandbox, StoredMessage
+from discord_sandbox.clips import make_clip, make_png_as_mp4, make_truncated
 from tests.conftest import BotHarness, World
-from tests.fakes.clips import make_clip, make_png_as_mp4, make_truncated
-from tests.fakes.discord_sandbox import DiscordSandbox, StoredMessage
 from tests.fakes.openai_sim import Fault, OpenAISim
 
 pytestmark = pytest.mark.e2e

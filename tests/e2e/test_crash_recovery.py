@@ -24,9 +24,9 @@ from bot.faults import POINTS
 from bot.services.actors import Actor
 from bot.services.guilds import GuildService
 from bot.store import budgets
+from discord_sandbox import MANAGE_GUILD, DiscordSandbox, StoredMessage
+from discord_sandbox.clips import make_clip
 from tests.conftest import SANDBOX_TOKEN
-from tests.fakes.clips import make_clip
-from tests.fakes.discord_sandbox import MANAGE_GUILD, DiscordSandbox, StoredMessage
 from tests.fakes.fal_sim import FalSim
 from tests.fakes.gemini_sim import GeminiSim
 from tests.fakes.openai_sim import OpenAISim

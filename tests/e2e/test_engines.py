@@ -15,6 +15,8 @@ import httpx
 import pytest
 
 from bot.app import Castbot
+from discord_sandbox import DiscordSandbox
+from discord_sandbox.clips import make_clip
 from tests.conftest import BotHarness, World
 from tests.e2e.test_generate import bot_messages
 from tests.e2e.test_routing import (
@@ -30,8 +32,6 @@ from tests.e2e.test_routing import (
     status_text,
     wait_row,
 )
-from tests.fakes.clips import make_clip
-from tests.fakes.discord_sandbox import DiscordSandbox
 from tests.fakes.fal_sim import FalSim
 from tests.fakes.gemini_sim import GeminiSim
 

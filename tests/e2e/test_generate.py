@@ -10,9 +10,9 @@ import av
 import pytest
 
 from bot.app import Castbot
+from discord_sandbox import DiscordSandbox, StoredMessage
+from discord_sandbox.clips import make_clip
 from tests.conftest import BotHarness, World
-from tests.fakes.clips import make_clip
-from tests.fakes.discord_sandbox import DiscordSandbox, StoredMessage
 
 
 @pytest.fixture

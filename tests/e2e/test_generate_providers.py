@@ -23,9 +23,9 @@ import pytest
 from bot.app import Castbot
 from bot.providers.base import GenerationRequest, Orientation, Quality
 from bot.providers.pricing import usd_to_micros
+from discord_sandbox import MIB, Call, DiscordSandbox, StoredMessage
+from discord_sandbox.clips import make_clip
 from tests.conftest import BotHarness, World
-from tests.fakes.clips import make_clip
-from tests.fakes.discord_sandbox import MIB, Call, DiscordSandbox, StoredMessage
 from tests.fakes.fal_sim import FalSim
 from tests.fakes.gemini_sim import GeminiSim
 from tests.fakes.kling_sim import MODERATION_MESSAGE, KlingSim

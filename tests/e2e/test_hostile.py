@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from bot.app import Castbot
+from discord_sandbox import DiscordSandbox, Member, StoredMessage
+from discord_sandbox.clips import make_clip, make_png_as_mp4
 from tests.conftest import BotHarness, World
-from tests.fakes.clips import make_clip, make_png_as_mp4
-from tests.fakes.discord_sandbox import DiscordSandbox, Member, StoredMessage
 
 pytestmark = pytest.mark.e2e
 TIMEOUT = 20.0

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.app import Castbot
+from discord_sandbox import DiscordSandbox
+from discord_sandbox.clips import make_png_as_mp4
 from tests.conftest import World
-from tests.fakes.clips import make_png_as_mp4
-from tests.fakes.discord_sandbox import DiscordSandbox
 
 pytestmark = pytest.mark.e2e
 

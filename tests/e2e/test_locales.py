@@ -9,8 +9,8 @@ from typing import Any
 
 from bot.app import Castbot
 from cogs.settings import LANGUAGE_NAMES
+from discord_sandbox import MANAGE_GUILD, DiscordSandbox, StoredMessage
 from tests.conftest import BotHarness, World
-from tests.fakes.discord_sandbox import MANAGE_GUILD, DiscordSandbox, StoredMessage
 
 LOCALES = ("ru", "de", "fr", "pt-BR", "es-ES", "zh-CN")
 CHAT_INPUT, SUB_COMMAND, SUB_COMMAND_GROUP = 1, 1, 2

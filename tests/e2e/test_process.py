@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from discord_sandbox import DiscordSandbox
 from tests.conftest import SANDBOX_TOKEN
-from tests.fakes.discord_sandbox import DiscordSandbox
 
 REPO = Path(__file__).resolve().parents[2]
 

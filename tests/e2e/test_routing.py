@@ -21,10 +21,10 @@ from bot.app import Castbot
 from bot.providers.base import Orientation, Quality
 from bot.providers.relay import RelayTimeouts
 from bot.providers.router import typical_request
+from discord_sandbox import DiscordSandbox, Member, StoredMessage
+from discord_sandbox.clips import make_clip
 from tests.conftest import BotHarness, World
 from tests.e2e.test_generate import bot_messages, wait_result
-from tests.fakes.clips import make_clip
-from tests.fakes.discord_sandbox import DiscordSandbox, Member, StoredMessage
 from tests.fakes.kling_sim import KlingSim
 from tests.fakes.openai_sim import Fault as OpenAIFault
 from tests.fakes.openai_sim import OpenAISim

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from discord_sandbox import MANAGE_GUILD, DiscordSandbox
 from tests.conftest import SANDBOX_TOKEN
 from tests.e2e.test_crash_recovery import prepare_guild_budget
-from tests.fakes.discord_sandbox import MANAGE_GUILD, DiscordSandbox
 from tests.fakes.openai_sim import OpenAISim
 
 pytestmark = pytest.mark.e2e

@@ -22,8 +22,8 @@ from bot.app import Castbot
 from bot.services.actors import Actor
 from bot.services.generation import GenerateCommand
 from bot.store import guilds as guild_store
+from discord_sandbox import Call, Channel, DiscordSandbox, StoredMessage
 from tests.conftest import BotHarness, World
-from tests.fakes.discord_sandbox import Call, Channel, DiscordSandbox, StoredMessage
 from tests.fakes.openai_sim import OpenAISim
 
 pytestmark = pytest.mark.e2e

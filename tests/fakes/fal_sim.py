@@ -59,7 +59,7 @@ _ERRORS_URL = "https://docs.fal.ai/errors#"
 @functools.cache
 def _default_video() -> bytes:
     """One real 1 s H.264 MP4, rendered once per test process."""
-    from tests.fakes.clips import make_clip
+    from discord_sandbox.clips import make_clip
 
     with tempfile.TemporaryDirectory() as tmp:
         return make_clip(Path(tmp) / "fal.mp4", seconds=1.0, size=(320, 240)).read_bytes()

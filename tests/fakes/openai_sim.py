@@ -37,7 +37,7 @@ import av
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from tests.fakes.clips import make_clip
+from discord_sandbox.clips import make_clip
 
 OPS = ("create", "retrieve", "list", "content", "character")
 SECONDS = ("4", "8", "12", "16", "20")

@@ -30,7 +30,7 @@ import aiohttp
 import av
 from aiohttp import web
 
-from tests.fakes.clips import make_clip
+from discord_sandbox.clips import make_clip
 
 MODELS = ("sora-2", "sora-2-pro")
 SECONDS = ("10", "15")

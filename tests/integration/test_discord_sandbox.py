@@ -20,7 +20,7 @@ from discord.ext import commands
 from discord.http import Route
 from discord.webhook.async_ import async_context, interaction_response_params
 
-from tests.fakes.discord_sandbox import (
+from discord_sandbox import (
     MANAGE_GUILD,
     MIB,
     Channel,

@@ -27,7 +27,7 @@ from bot.services.character_handles import unexpired
 from bot.services.character_values import Upload
 from bot.services.generation import GenerateCommand, RouteStep
 from bot.ui.generation import route_notes
-from tests.fakes.clips import make_clip
+from discord_sandbox.clips import make_clip
 from tests.fakes.openai_sim import OpenAISim
 from tests.fakes.relay_sim import Fault as RelayFault
 from tests.fakes.relay_sim import RelaySim

@@ -41,8 +41,8 @@ from bot.providers.base import (
 from bot.providers.fal import MEDIA_RETENTION_SECONDS, FalProvider
 from bot.providers.fal_models import MODELS
 from bot.providers.pricing import PriceBook
+from discord_sandbox.clips import make_clip
 from tests.fakes import fal_sim
-from tests.fakes.clips import make_clip
 from tests.fakes.fal_sim import FalSim
 
 KEY = "fal-key-sim-SECRET-4be1c07d:9a2f6e3b51c8"

@@ -45,7 +45,7 @@ from bot.providers.base import (
 )
 from bot.providers.gemini import IMAGES_ONLY, MODELS, GeminiProvider
 from bot.providers.pricing import PriceBook, usd_to_micros
-from tests.fakes.clips import make_clip
+from discord_sandbox.clips import make_clip
 from tests.fakes.gemini_sim import GeminiSim
 
 KEY = "AIzaSy-gemini-SECRET-4d1c9e07b2"

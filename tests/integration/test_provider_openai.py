@@ -39,7 +39,7 @@ from bot.providers.base import (
 from bot.providers.http_errors import retry_after_seconds
 from bot.providers.openai import OpenAIProvider
 from bot.providers.pricing import PriceBook
-from tests.fakes.clips import make_clip
+from discord_sandbox.clips import make_clip
 from tests.fakes.openai_sim import Fault, OpenAISim, Upload, probe_mp4
 
 KEY = "sk-proj-SIMSECRET-7f3a9c2e5b1d4068"

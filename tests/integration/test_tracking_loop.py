@@ -28,8 +28,8 @@ from bot.providers.base import JobSnapshot, StatusIncomplete, Unavailable, Video
 from bot.services.actors import Actor
 from bot.services.generation import GenerateCommand
 from bot.services.tracking import PollReport
+from discord_sandbox import DiscordSandbox, StoredMessage
 from tests.conftest import BotHarness, World
-from tests.fakes.discord_sandbox import DiscordSandbox, StoredMessage
 from tests.fakes.openai_sim import Fault, OpenAISim
 
 OPENAI_KEY = "sk-test-123456-tracking-loop"

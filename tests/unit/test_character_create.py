@@ -20,7 +20,7 @@ from bot.services.character_errors import (
     UploadRefused,
 )
 from bot.services.character_text import free_name, normalise_share_code, shown
-from tests.fakes.clips import make_clip, make_png_as_mp4, make_truncated
+from discord_sandbox.clips import make_clip, make_png_as_mp4, make_truncated
 from tests.unit.test_character_service import MEMBER, OWNER, ClipServer, Env, clip_bytes, clip_server, make_env
 
 __all__ = ["clip_bytes", "clip_server"]  # shared fixtures

@@ -37,7 +37,7 @@ from bot.services.character_errors import (
 )
 from bot.services.characters import CharacterService, Created, Upload
 from bot.services.guilds import GuildService
-from tests.fakes.clips import make_clip
+from discord_sandbox.clips import make_clip
 
 GUILD_A, GUILD_B = 100, 200
 OWNER = Actor(user_id=1, guild_id=GUILD_A)

@@ -15,7 +15,7 @@ from PIL import Image, ImageStat
 
 from bot import media
 from bot.media import ClipProblem, ClipRejected
-from tests.fakes import clips
+from discord_sandbox import clips
 
 SKIN = (235, 190, 150)  # the face colour in clips.render_frame
 

@@ -178,7 +178,7 @@ def make_clip(
         for i in range(n_frames):
             t = i / fps
             picture = render_frame(t, seconds, size, blurred=_blurred_at(t, spans), pattern=pattern)
-            frame = av.VideoFrame.from_image(picture)
+            frame = av.VideoFrame.from_image(picture)  # type: ignore[no-untyped-call]
             frame.pts = i
             out.mux(vs.encode(frame))
             # Interleave audio up to the current video time.
