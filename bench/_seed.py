@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench._common import BOT_SRC
 from bot.db import Database
+from bot.domain.job_state import RENDERING, JobState
 from bot.domain.periods import period_keys
 from bot.store import budgets as money
 from bot.store import jobs as store
@@ -88,18 +89,23 @@ async def _seed_one(conn, job: SeedJob) -> int:
     if job.state == "held":
         return job_id
     ref = await store.start_attempt(conn, job_id, job.provider, now)
+    # the store allows only the bot's own moves: held -> submitting -> ... as a real job goes
+    await store.transition(conn, job_id, (JobState.HELD,), JobState.SUBMITTING, now)
     if job.state == "submitting":
-        await store.transition(conn, job_id, ("held",), "submitting", now)
         return job_id
     if job.state == "ambiguous":
         await store.finish_attempt(conn, ref, "ambiguous", now, error_class="Ambiguous", error="read timeout")
-        await store.transition(conn, job_id, ("held",), "ambiguous", now, next_poll_at=due)
+        await store.transition(conn, job_id, (JobState.SUBMITTING,), JobState.AMBIGUOUS, now, next_poll_at=due)
         return job_id
     await store.finish_attempt(conn, ref, "accepted", now, external_id=job.external_id)
     fields: dict[str, object] = {"external_id": job.external_id, "next_poll_at": due, "progress": 0}
     if job.state == "succeeded":
         fields.update(result_path=job.result_path, result_size=job.result_size, progress=100, cost_micros=0)
-    await store.transition(conn, job_id, ("held",), job.state, now, **fields)
+    state, before = JobState(job.state), JobState.SUBMITTING
+    if state not in RENDERING:  # succeeded or expired: the provider had it running first
+        await store.transition(conn, job_id, (before,), JobState.RUNNING, now)
+        before = JobState.RUNNING
+    await store.transition(conn, job_id, (before,), state, now, **fields)
     if job.state == "succeeded":
         await money.settle(conn, job_id, scopes, job.estimate_micros, 0, now, reason="succeeded")
     return job_id

@@ -20,9 +20,10 @@ import discord
 from discord.ext import commands
 
 from bot.app import Castbot
+from bot.domain.job_state import JobState
+from bot.domain.money import format_usd
 from bot.faults import crash_point
 from bot.i18n import t
-from bot.services.money import format_usd
 from bot.services.status_edits import StatusEdits
 from bot.store.jobs import JobRow
 from bot.ui.generation import failure_text, human_size, route_notes, status_embed
@@ -207,7 +208,7 @@ class DeliveryCog(commands.Cog, name=DELIVERY_COG):
         user = f"<@{job.user_id}>"
         view: discord.ui.View | None = None
         file_path: Path | None = None
-        if job.state != "succeeded":
+        if job.state != JobState.SUCCEEDED:
             content = failure_text(job, locale)
         else:
             view = result_view(job.id, locale)
@@ -229,7 +230,7 @@ class DeliveryCog(commands.Cog, name=DELIVERY_COG):
                 )
         # which provider ran and why the earlier ones did not; providers turned off; fallback hint
         fallback_possible = False
-        if job.state == "failed" and job.request.get("requested_provider") is None:
+        if job.state == JobState.FAILED and job.request.get("requested_provider") is None:
             guild = await self.bot.services.guilds.get(job.guild_id)
             others = [p for p in guild.providers or self.bot.providers if p in self.bot.providers]
             fallback_possible = not guild.fallback and any(p not in job.providers for p in others)

@@ -16,12 +16,12 @@ import time
 from collections.abc import Callable
 
 from bot.db import Database
+from bot.domain.job_state import FINISHED, JobState
 from bot.store import jobs as store
 from bot.store.jobs import JobRow, StatusChange
 
 log = logging.getLogger(__name__)
 
-FINISHED = ("succeeded", "rejected", "failed")
 RETRY_SECONDS = (5.0, 15.0, 60.0, 300.0)
 MAX_POST_TRIES = 8
 
@@ -61,7 +61,7 @@ class DeliveryService:
     async def mark_posted(self, job_id: int, message_id: int | None) -> None:
         now = self._clock()
         async with self._db.transaction() as conn:
-            await store.transition(conn, job_id, ("succeeded",), "delivered", now)
+            await store.transition(conn, job_id, (JobState.SUCCEEDED,), JobState.DELIVERED, now)
             await store.update_fields(conn, job_id, now, notified_at=now, result_message_id=message_id)
         self._tries.pop(job_id, None)
 

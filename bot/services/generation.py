@@ -1,6 +1,6 @@
 """/generate: admission (one transaction), then submission through the outbox with safe fallback.
 
-Money rules (DESIGN §6): the worst-case cost of the whole provider chain is held before anything
+Money rules: the worst-case cost of the whole provider chain is held before anything
 is sent; an attempt row is committed before each provider call, so after a crash we know a request
 *may* have gone out and never send it again; only provably-unsent or definitively-refused outcomes
 fall back to the next provider, and only when the guild opted in.
@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from bot.db import Database
+from bot.domain.job_state import FINISHED, OPEN, WITH_PROVIDER, JobState
 from bot.errors import GuildOnly, UserFacingError
 from bot.faults import crash_point
 from bot.prompts import clean_member_text, distinct_keys, find_mentions
@@ -22,6 +23,7 @@ from bot.providers.base import (
     Ambiguous,
     CharacterRef,
     GenerationRequest,
+    JobStatus,
     NotSent,
     Orientation,
     ProviderError,
@@ -38,6 +40,7 @@ from bot.services.character_text import shown
 from bot.services.characters import CharacterService, UsableCharacter
 from bot.services.guilds import GuildService
 from bot.services.health import HealthService
+from bot.services.job_outcome import outcome_of
 from bot.services.job_request import characters_of, request_of
 from bot.store import jobs as store
 from bot.store.jobs import JobRow, NewJob
@@ -195,7 +198,7 @@ class GenerationService:
         """Send a held job to its provider chain, one attempt at a time; returns the job after."""
         job = await store.get(self._db, job_id)
         assert job is not None
-        if job.state != "held":
+        if job.state != JobState.HELD:
             return job
         characters = await characters_of(self._characters, job)
         chain = list(job.providers)
@@ -276,7 +279,9 @@ class GenerationService:
         """One submission. Returns the error when the caller should fall back or give up."""
         now = self._clock()
         async with self._db.transaction() as conn:
-            if not await store.transition(conn, job.id, ("held",), "submitting", now, provider=provider.name):
+            if not await store.transition(
+                conn, job.id, (JobState.HELD,), JobState.SUBMITTING, now, provider=provider.name
+            ):
                 return None  # someone else (cancel, another dispatcher) got there first
             client_ref = await store.start_attempt(conn, job.id, provider.name, now)
         crash_point("after_attempt")
@@ -294,8 +299,8 @@ class GenerationService:
                 await store.transition(
                     conn,
                     job.id,
-                    ("submitting",),
-                    "ambiguous",
+                    (JobState.SUBMITTING,),
+                    JobState.AMBIGUOUS,
                     self._clock(),
                     error=exc.message,
                     error_code=exc.code,
@@ -323,8 +328,8 @@ class GenerationService:
                 await store.transition(
                     conn,
                     job.id,
-                    ("submitting",),
-                    "held",
+                    (JobState.SUBMITTING,),
+                    JobState.HELD,
                     self._clock(),
                     next_poll_at=self._clock() + wait if retry else None,
                 )
@@ -340,8 +345,8 @@ class GenerationService:
             await store.transition(
                 conn,
                 job.id,
-                ("submitting",),
-                "queued" if snapshot.status == "queued" else "running",
+                (JobState.SUBMITTING,),
+                JobState.QUEUED if snapshot.status == JobStatus.QUEUED else JobState.RUNNING,
                 self._clock(),
                 external_id=result.external_id,
                 progress=snapshot.progress,
@@ -355,18 +360,17 @@ class GenerationService:
         return sum(1 for a in await store.attempts_for(self._db, job_id) if a["provider"] == provider)
 
     async def _give_up(self, job_id: int, error: ProviderError) -> JobRow:
-        moderation = isinstance(error, Rejected) and error.reason == RejectReason.MODERATION
-        state = "rejected" if isinstance(error, Rejected) else "failed"
+        outcome = outcome_of(error)
         now = self._clock()
         async with self._db.transaction() as conn:
             if await store.transition(
                 conn,
                 job_id,
-                ("held",),
-                state,
+                (JobState.HELD,),
+                outcome.state,
                 now,
                 error=error.message,
-                error_code="moderation" if moderation else error.code,
+                error_code=outcome.error_code,
             ):
                 await self._budget.release(conn, job_id, now, reason=f"{error.provider}: {error.message}"[:200])
         job = await store.get(self._db, job_id)
@@ -388,11 +392,11 @@ class GenerationService:
         for job_id in interrupted:
             log.warning("job %d was being submitted when the bot stopped; reconciling, not resending", job_id)
         counts = await store.count_by_state(self._db)
-        return {state: n for state, n in counts.items() if state in store.OPEN}
+        return {state: n for state, n in counts.items() if state in OPEN}
 
     async def next_due_at(self) -> float | None:
         """When the loop next has something to do (dispatch, poll or post)."""
-        return await store.next_due_at(self._db, (*store.OPEN, "rejected", "failed"), unnotified_only=True)
+        return await store.next_due_at(self._db, OPEN | FINISHED, unnotified_only=True)
 
     async def job_row(self, job_id: int) -> JobRow:
         job = await store.get(self._db, job_id)
@@ -418,7 +422,7 @@ class GenerationService:
             raise UserFacingError("generate.not_your_job", job=job_id)
         now = self._clock()
         async with self._db.transaction() as conn:
-            if await store.transition(conn, job_id, ("held",), "canceled", now, error="canceled"):
+            if await store.transition(conn, job_id, (JobState.HELD,), JobState.CANCELED, now, error="canceled"):
                 await self._budget.release(conn, job_id, now, reason="canceled by member")
                 canceled = True
             else:
@@ -426,7 +430,7 @@ class GenerationService:
         fresh = await store.get(self._db, job_id)
         assert fresh is not None
         if not canceled:
-            if fresh.state in ("submitting", "queued", "running", "ambiguous"):
+            if fresh.state in WITH_PROVIDER:
                 raise UserFacingError("generate.cannot_cancel_running", job=job_id, provider=fresh.provider or "?")
             raise UserFacingError("generate.already_finished", job=job_id)
         return fresh

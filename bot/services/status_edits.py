@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
+from bot.domain.job_state import UNFINISHED, JobState
 from bot.store import jobs as store
 from bot.store.jobs import JobRow, StatusChange
 
@@ -27,9 +28,8 @@ CHANNEL_WINDOW = 5.0
 EDITS_PER_SECOND = 20.0
 FORGET_AFTER = 3600.0  # a job not seen changing for this long is forgotten (it gets edited again if it moves)
 SWEEP_EVERY = 60.0
-# States a status message shows while the job is in flight. A finished job's last edit is made
-# when its final message is posted; a canceled one has no final message, so its edit is queued here.
-LIVE = ("held", "submitting", "queued", "running", "ambiguous", "expired")
+# Edits follow a job while it is UNFINISHED. A finished job's last edit is made when its final
+# message is posted; a canceled one has no final message, so its edit is queued here.
 
 Fetch = Callable[[int], Awaitable[JobRow | None]]
 Edit = Callable[[JobRow, bool], Awaitable[bool]]  # (job, final) -> whether Discord took the edit
@@ -43,7 +43,7 @@ def progress_step(progress: int | None) -> int | None:
 class _Shown:
     """What a job's status message shows (as far as we know)."""
 
-    state: str
+    state: JobState
     step: int | None
     edited_at: float
     seen_at: float
@@ -118,13 +118,13 @@ class StatusEdits:
             step = progress_step(change.progress)
             if shown is not None:
                 shown.seen_at = now
-            if change.state == "canceled":
+            if change.state == JobState.CANCELED:
                 self._queue(change.channel_id, change.job_id, urgent=True)
-            elif change.state not in LIVE:
+            elif change.state not in UNFINISHED:
                 self._forget(change.job_id)  # finished: posting its result makes the last edit
             elif shown is None:
-                if change.state == "held":  # the message was posted showing exactly this
-                    self._shown[change.job_id] = _Shown("held", step, now, now)
+                if change.state == JobState.HELD:  # the message was posted showing exactly this
+                    self._shown[change.job_id] = _Shown(JobState.HELD, step, now, now)
                 else:
                     self._queue(change.channel_id, change.job_id, urgent=True)
             elif shown.state != change.state:
@@ -237,14 +237,14 @@ class StatusEdits:
             job = await self._fetch(job_id)
             if job is None or job.status_message_id is None or job_id in self._closing:
                 return
-            final = job.state == "canceled"
-            if not final and job.state not in LIVE:
+            final = job.state == JobState.CANCELED
+            if not final and job.state not in UNFINISHED:
                 self._forget(job_id)  # finished meanwhile: posting its result makes the last edit
                 return
             step = progress_step(job.progress)
             shown = self._shown.get(job_id)
             unchanged = shown is not None and (shown.state, shown.step) == (job.state, step)
-            just_posted = shown is None and job.state == "held"  # posted showing exactly this
+            just_posted = shown is None and job.state == JobState.HELD  # posted showing exactly this
             if not final and (unchanged or just_posted):
                 return
             stamp = await self._turn(channel)

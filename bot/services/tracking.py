@@ -27,6 +27,7 @@ from pathlib import Path
 import aiosqlite
 
 from bot.db import Database
+from bot.domain.job_state import POLLED, RENDERING, TRACKED, JobState
 from bot.faults import crash_point
 from bot.media import sha256_file
 from bot.providers.base import (
@@ -45,18 +46,16 @@ from bot.providers.base import (
 from bot.services.budget import BudgetService
 from bot.services.characters import CharacterService
 from bot.services.health import HealthService
+from bot.services.job_outcome import outcome_of
 from bot.services.job_request import characters_of, request_of
 from bot.store import jobs as store
 from bot.store.jobs import JobRow
 
 log = logging.getLogger(__name__)
 
-POLLED = ("queued", "running", "ambiguous", "expired")
 BATCH = 50
 LIST_TAKE_ALONG = 5000  # at most this many jobs in flight join a list-status walk
 DOWNLOADS_PER_PROVIDER = 8  # concurrent video downloads per provider (each streams to disk)
-TRACKED = ("queued", "running", "expired")  # polled by status (ambiguous ones are reconciled)
-LIVE = ("queued", "running")  # taken along on a list walk (expired ones keep their slow pace)
 MAX_MISSING_POLLS = 5  # the provider keeps saying it does not know the job
 RELEASE_AFTER_EXPIRY = 24 * 3600  # an expired job's hold is kept this long in case it still bills
 MAX_VIDEO_BYTES = 512 * 1024 * 1024
@@ -170,8 +169,8 @@ class Tracker:
             for job in jobs:
                 await self._guarded(job, report, self._missing(job, "provider no longer configured"))
             return
-        tracked = [j for j in jobs if j.state != "ambiguous" and j.external_id]
-        for job in (j for j in jobs if j.state == "ambiguous"):
+        tracked = [j for j in jobs if j.state != JobState.AMBIGUOUS and j.external_id]
+        for job in (j for j in jobs if j.state == JobState.AMBIGUOUS):
             await self._guarded(job, report, self._reconcile(provider, job))
         caps = provider.capabilities
         size = BATCH if caps.batch_status else 1
@@ -192,7 +191,8 @@ class Tracker:
             else:
                 self._walked[name] = now
                 asked = {j.id for j in tracked}
-                everyone = await store.due_next(self._db, name, LIVE, -math.inf, math.inf, LIST_TAKE_ALONG)
+                # expired jobs keep their slow pace: only those being made are taken along
+                everyone = await store.due_next(self._db, name, RENDERING, -math.inf, math.inf, LIST_TAKE_ALONG)
                 tracked += [j for j in everyone if j.id not in asked]
                 # one status call for the lot: the walk goes as deep as the oldest of them needs
                 size = max(1, len(tracked))
@@ -293,13 +293,13 @@ class Tracker:
         if job.deadline_at is not None and now > job.deadline_at:
             await self._expire(job)
             return
-        state = "queued" if snapshot.status == JobStatus.QUEUED else "running"
+        state = JobState.QUEUED if snapshot.status == JobStatus.QUEUED else JobState.RUNNING
         interval = self._interval(job, snapshot.poll_after, snapshot.progress, self._sharing(provider))
         report.progress.append(
             store.Progress(
                 job_id=job.id,
                 state=job.state,
-                new_state=state if job.state in ("queued", "running") else job.state,
+                new_state=state if job.state in RENDERING else job.state,
                 progress=snapshot.progress,
                 next_poll_at=now + interval,
             )
@@ -313,7 +313,7 @@ class Tracker:
                 result = await provider.download(snapshot, dest, MAX_VIDEO_BYTES)
         except Rejected as exc:
             # Made and billed, but we cannot fetch it: capture, and tell the member plainly.
-            await self._settle(job, "failed", provider.actual_cost(request_of(job), snapshot), error=exc)
+            await self._settle(job, JobState.FAILED, provider.actual_cost(request_of(job), snapshot), error=exc)
             return False
         except ProviderError as exc:
             await self._backoff(job, exc.retry_after)
@@ -325,7 +325,7 @@ class Tracker:
         link = url if shareable and url.startswith(("https://", "http://")) else None
         done = await self._settle(
             job,
-            "succeeded",
+            JobState.SUCCEEDED,
             cost,
             result_path=str(result.path),
             result_sha256=digest,
@@ -339,7 +339,7 @@ class Tracker:
         return done
 
     async def _settle(
-        self, job: JobRow, state: str, cost: int, *, error: ProviderError | None = None, **fields: object
+        self, job: JobRow, state: JobState, cost: int, *, error: ProviderError | None = None, **fields: object
     ) -> bool:
         now = self._clock()
         captured = min(cost, job.estimate_micros)
@@ -347,7 +347,7 @@ class Tracker:
             moved = await store.transition(
                 conn,
                 job.id,
-                ("queued", "running", "expired", "ambiguous"),
+                POLLED,
                 state,
                 now,
                 cost_micros=captured,
@@ -361,19 +361,18 @@ class Tracker:
         return moved
 
     async def _finish_failure(self, job: JobRow, error: ProviderError) -> None:
-        moderation = isinstance(error, Rejected) and error.reason == RejectReason.MODERATION
-        state = "rejected" if isinstance(error, Rejected) else "failed"
+        state, error_code = outcome_of(error)
         now = self._clock()
         async with self._db.transaction() as conn:
             moved = await store.transition(
                 conn,
                 job.id,
-                ("queued", "running", "expired", "ambiguous"),
+                POLLED,
                 state,
                 now,
                 error=error.message,
                 next_poll_at=now,
-                error_code="moderation" if moderation else error.code,
+                error_code=error_code,
             )
             if moved:
                 await self._budget.release(conn, job.id, now, reason=f"{state}: {error.message}"[:200])
@@ -397,7 +396,7 @@ class Tracker:
             await self._finish_failure(job, Rejected(job.provider or "?", "stuck past the deadline", code="expired"))
             return
         async with self._db.transaction() as conn:
-            await store.transition(conn, job.id, ("queued", "running", "ambiguous"), "expired", now)
+            await store.transition(conn, job.id, POLLED - {JobState.EXPIRED}, JobState.EXPIRED, now)
             await store.update_fields(conn, job.id, now, next_poll_at=now + self._poll_max)
 
     async def _reconcile(self, provider: VideoProvider, job: JobRow) -> None:
@@ -428,7 +427,7 @@ class Tracker:
             return
         async with self._db.transaction() as conn:
             if await store.transition(
-                conn, job.id, ("ambiguous",), "running", now, external_id=external_id, next_poll_at=now
+                conn, job.id, (JobState.AMBIGUOUS,), JobState.RUNNING, now, external_id=external_id, next_poll_at=now
             ):
                 await store.finish_attempt(conn, attempt_ref, "accepted", now, external_id=external_id)
         log.info("job %d reconciled: %s has it as %s", job.id, provider.name, external_id)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import aiosqlite
 
 from bot.db import Database
+from bot.domain.job_state import JobState
 
 GLOBAL, GUILD, MEMBER = "global", "guild", "member"
 
@@ -358,7 +359,7 @@ class JobLine:
 
     id: int
     user_id: int
-    state: str
+    state: JobState
     prompt: str
     provider: str | None
     estimate_micros: int
@@ -379,4 +380,4 @@ async def recent_jobs(db: Database, guild_id: int, user_id: int, limit: int = 10
         " FROM jobs j WHERE j.guild_id = ? AND j.user_id = ? ORDER BY j.created_at DESC, j.id DESC LIMIT ?",
         (guild_id, user_id, limit),
     )
-    return [JobLine(*(r[i] for i in range(10))) for r in rows]
+    return [JobLine(r[0], r[1], JobState(r[2]), *(r[i] for i in range(3, 10))) for r in rows]

@@ -1,20 +1,18 @@
-"""Jobs and submission attempts. SQL only; state changes are compare-and-set on the current state."""
+"""Jobs and submission attempts. SQL only; state changes are compare-and-set on the current state,
+and only the moves of `bot.domain.job_state.TRANSITIONS` are made."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiosqlite
 
 from bot.db import Database
+from bot.domain.job_state import ACTIVE, JobState, check_moves, ordered
 
-ACTIVE = ("held", "submitting", "queued", "running", "ambiguous")
-# Jobs the tracking loop still has work on (money to settle or a video to post).
-OPEN = (*ACTIVE, "succeeded", "expired")
-TERMINAL = ("delivered", "rejected", "failed", "canceled")
 # A status message shows progress in steps of this many percent: migration 0006 stamps a job's
 # `status_seq` when its progress crosses one (keep the two in step).
 PROGRESS_STEP = 25
@@ -33,7 +31,7 @@ class JobRow:
     providers: tuple[str, ...]
     provider: str | None
     external_id: str | None
-    state: str
+    state: JobState
     progress: int | None
     estimate_micros: int
     cost_micros: int | None
@@ -66,7 +64,7 @@ class JobRow:
             providers=tuple(p for p in row["providers"].split(",") if p),
             provider=row["provider"],
             external_id=row["external_id"],
-            state=row["state"],
+            state=JobState(row["state"]),
             progress=row["progress"],
             estimate_micros=row["estimate_micros"],
             cost_micros=row["cost_micros"],
@@ -109,7 +107,7 @@ async def insert(conn: aiosqlite.Connection, job: NewJob, now: float) -> int:
         "INSERT INTO jobs (interaction_id, guild_id, channel_id, user_id, locale, prompt, request_json, providers,"
         " provider, state, estimate_micros, global_period, guild_period, member_period, next_poll_at, deadline_at,"
         " created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'held', ?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             job.interaction_id,
             job.guild_id,
@@ -120,6 +118,7 @@ async def insert(conn: aiosqlite.Connection, job: NewJob, now: float) -> int:
             json.dumps(job.request, ensure_ascii=False, sort_keys=True),
             ",".join(job.providers),
             job.providers[0],
+            JobState.HELD,
             job.estimate_micros,
             job.global_period,
             job.guild_period,
@@ -151,10 +150,17 @@ async def by_interaction(conn: aiosqlite.Connection, interaction_id: int) -> Job
 
 
 async def transition(
-    conn: aiosqlite.Connection, job_id: int, from_states: Iterable[str], to_state: str, now: float, **fields: Any
+    conn: aiosqlite.Connection,
+    job_id: int,
+    from_states: Iterable[JobState],
+    to_state: JobState,
+    now: float,
+    **fields: Any,
 ) -> bool:
-    """Move a job to `to_state` only if it is still in one of `from_states` (compare-and-set)."""
+    """Move a job to `to_state` only if it is still in one of `from_states` (compare-and-set).
+    Raises IllegalTransition, before any write, if one of the moves is not in the table."""
     sources = tuple(from_states)
+    check_moves(sources, to_state)
     assignments = "".join(f", {name} = ?" for name in fields)
     cursor = await conn.execute(
         f"UPDATE jobs SET state = ?, updated_at = ?, version = version + 1{assignments}"
@@ -164,51 +170,60 @@ async def transition(
     return cursor.rowcount == 1
 
 
+def _one_of(states: Collection[JobState]) -> tuple[str, tuple[JobState, ...]]:
+    """`state IN (...)` for a group of states: its placeholders and parameters, always in the same
+    order (the migrations' indexes do not depend on it, but query plans and logs read the same)."""
+    params = ordered(states)
+    return f"state IN ({','.join('?' for _ in params)})", params
+
+
 async def update_fields(conn: aiosqlite.Connection, job_id: int, now: float, **fields: Any) -> None:
     assignments = ", ".join(f"{name} = ?" for name in fields)
     await conn.execute(f"UPDATE jobs SET {assignments}, updated_at = ? WHERE id = ?", (*fields.values(), now, job_id))
 
 
-async def postpone(conn: aiosqlite.Connection, job_ids: Sequence[int], states: Sequence[str], until: float) -> None:
+async def postpone(
+    conn: aiosqlite.Connection, job_ids: Sequence[int], states: Collection[JobState], until: float
+) -> None:
     """Look at these jobs no sooner than `until` (if still in `states`); updated_at is left alone:
     nothing about the job changed."""
+    in_states, params = _one_of(states)
     for start in range(0, len(job_ids), 500):
         chunk = job_ids[start : start + 500]
         ids = ",".join("?" for _ in chunk)
         await conn.execute(
-            f"UPDATE jobs SET next_poll_at = MAX(COALESCE(next_poll_at, 0), ?) WHERE id IN ({ids})"
-            f" AND state IN ({','.join('?' for _ in states)})",
-            (until, *chunk, *states),
+            f"UPDATE jobs SET next_poll_at = MAX(COALESCE(next_poll_at, 0), ?) WHERE id IN ({ids}) AND {in_states}",
+            (until, *chunk, *params),
         )
 
 
-async def due(db: Database, now: float, states: Sequence[str], limit: int = 500) -> list[JobRow]:
+async def due(db: Database, now: float, states: Collection[JobState], limit: int = 500) -> list[JobRow]:
+    in_states, params = _one_of(states)
     rows = await db.fetchall(
-        f"SELECT * FROM jobs WHERE state IN ({','.join('?' for _ in states)})"
+        f"SELECT * FROM jobs WHERE {in_states}"
         " AND (next_poll_at IS NULL OR next_poll_at <= ?) ORDER BY next_poll_at LIMIT ?",
-        (*states, now, limit),
+        (*params, now, limit),
     )
     return [JobRow.from_row(r) for r in rows]
 
 
 async def due_next(
-    db: Database, provider: str, states: Sequence[str], after: float, until: float, limit: int
+    db: Database, provider: str, states: Collection[JobState], after: float, until: float, limit: int
 ) -> list[JobRow]:
     """`provider`'s jobs in `states` that fall due next (after `after`, up to `until`), soonest first:
     what fills a batched status request that would otherwise go out partly empty."""
+    in_states, params = _one_of(states)
     rows = await db.fetchall(
-        f"SELECT * FROM jobs WHERE state IN ({','.join('?' for _ in states)}) AND next_poll_at > ?"
+        f"SELECT * FROM jobs WHERE {in_states} AND next_poll_at > ?"
         " AND next_poll_at <= ? AND provider = ? AND external_id IS NOT NULL ORDER BY next_poll_at LIMIT ?",
-        (*states, after, until, provider, limit),
+        (*params, after, until, provider, limit),
     )
     return [JobRow.from_row(r) for r in rows]
 
 
-async def count_by_provider(db: Database, states: Sequence[str]) -> dict[str, int]:
-    rows = await db.fetchall(
-        f"SELECT provider, COUNT(*) FROM jobs WHERE state IN ({','.join('?' for _ in states)}) GROUP BY provider",
-        tuple(states),
-    )
+async def count_by_provider(db: Database, states: Collection[JobState]) -> dict[str, int]:
+    in_states, params = _one_of(states)
+    rows = await db.fetchall(f"SELECT provider, COUNT(*) FROM jobs WHERE {in_states} GROUP BY provider", params)
     return {str(r[0]): int(r[1]) for r in rows}
 
 
@@ -217,14 +232,17 @@ class Progress:
     """A still-running job's latest progress and when to look again."""
 
     job_id: int
-    state: str  # as read: the update is compare-and-set on it
-    new_state: str
+    state: JobState  # as read: the update is compare-and-set on it
+    new_state: JobState  # the same state when only the progress moved
     progress: int | None
     next_poll_at: float
 
 
 async def record_progress(conn: aiosqlite.Connection, rows: Sequence[Progress], now: float) -> None:
     """One statement for a whole polling pass; a job whose state moved meanwhile is left alone."""
+    for row in rows:
+        if row.new_state != row.state:
+            check_moves((row.state,), row.new_state)
     await conn.executemany(
         "UPDATE jobs SET state = ?, progress = ?, poll_failures = 0, next_poll_at = ?, updated_at = ?,"
         " version = version + (state != ?) WHERE id = ? AND state = ?",
@@ -232,17 +250,19 @@ async def record_progress(conn: aiosqlite.Connection, rows: Sequence[Progress], 
     )
 
 
-async def next_due_at(db: Database, states: Sequence[str], *, unnotified_only: bool = False) -> float | None:
-    sql = f"SELECT MIN(COALESCE(next_poll_at, 0)) FROM jobs WHERE state IN ({','.join('?' for _ in states)})"
+async def next_due_at(db: Database, states: Collection[JobState], *, unnotified_only: bool = False) -> float | None:
+    in_states, params = _one_of(states)
+    sql = f"SELECT MIN(COALESCE(next_poll_at, 0)) FROM jobs WHERE {in_states}"
     if unnotified_only:
         sql += " AND notified_at IS NULL"
-    row = await db.fetchone(sql, tuple(states))
+    row = await db.fetchone(sql, params)
     return None if row is None or row[0] is None else float(row[0])
 
 
 async def count_active(conn: aiosqlite.Connection, guild_id: int, user_id: int | None = None) -> int:
-    sql = f"SELECT COUNT(*) FROM jobs WHERE guild_id = ? AND state IN ({','.join('?' for _ in ACTIVE)})"
-    params: list[Any] = [guild_id, *ACTIVE]
+    in_states, states = _one_of(ACTIVE)
+    sql = f"SELECT COUNT(*) FROM jobs WHERE guild_id = ? AND {in_states}"
+    params: list[Any] = [guild_id, *states]
     if user_id is not None:
         sql += " AND user_id = ?"
         params.append(user_id)
@@ -298,12 +318,13 @@ async def attempts_for(db: Database, job_id: int) -> list[aiosqlite.Row]:
     return await db.fetchall("SELECT * FROM attempts WHERE job_id = ? ORDER BY n", (job_id,))
 
 
-async def unnotified(db: Database, states: Sequence[str], now: float, limit: int) -> list[JobRow]:
+async def unnotified(db: Database, states: Collection[JobState], now: float, limit: int) -> list[JobRow]:
     """Finished jobs whose final message is still owed, due now."""
+    in_states, params = _one_of(states)
     rows = await db.fetchall(
-        f"SELECT * FROM jobs WHERE notified_at IS NULL AND state IN ({','.join('?' for _ in states)})"
+        f"SELECT * FROM jobs WHERE notified_at IS NULL AND {in_states}"
         " AND (next_poll_at IS NULL OR next_poll_at <= ?) ORDER BY updated_at LIMIT ?",
-        (*states, now, limit),
+        (*params, now, limit),
     )
     return [JobRow.from_row(r) for r in rows]
 
@@ -314,7 +335,7 @@ class StatusChange:
 
     job_id: int
     channel_id: int
-    state: str
+    state: JobState
     progress: int | None
     seq: int
 
@@ -326,7 +347,7 @@ async def status_changes(db: Database, after: int, limit: int) -> list[StatusCha
         "SELECT id, channel_id, state, progress, status_seq FROM jobs WHERE status_seq > ? ORDER BY status_seq LIMIT ?",
         (after, limit),
     )
-    return [StatusChange(int(r[0]), int(r[1]), str(r[2]), r[3], int(r[4])) for r in rows]
+    return [StatusChange(int(r[0]), int(r[1]), JobState(r[2]), r[3], int(r[4])) for r in rows]
 
 
 async def last_status_seq(db: Database) -> int:
@@ -342,25 +363,29 @@ async def held_due_by_provider(db: Database, now: float, per_provider: int) -> l
     rows = await db.fetchall(
         "SELECT id, provider FROM (SELECT id, provider, next_poll_at,"
         " ROW_NUMBER() OVER (PARTITION BY provider ORDER BY next_poll_at, id) AS n FROM jobs"
-        " WHERE state = 'held' AND (next_poll_at IS NULL OR next_poll_at <= ?))"
+        " WHERE state = ? AND (next_poll_at IS NULL OR next_poll_at <= ?))"
         " WHERE n <= ? ORDER BY next_poll_at, id",
-        (now, per_provider),
+        (JobState.HELD, now, per_provider),
     )
     return [(int(r[0]), r[1]) for r in rows]
 
 
 async def mark_in_flight_ambiguous(conn: aiosqlite.Connection, now: float) -> list[int]:
     """After a restart: a job caught mid-submission may have reached the provider. Never resend it."""
-    async with conn.execute("SELECT id FROM jobs WHERE state = 'submitting'") as cursor:
+    source, target = JobState.SUBMITTING, JobState.AMBIGUOUS
+    check_moves((source,), target)
+    async with conn.execute("SELECT id FROM jobs WHERE state = ?", (source,)) as cursor:
         ids = [int(r[0]) for r in await cursor.fetchall()]
+    # the attempt's own states ('sending', 'ambiguous') are not job states
     await conn.execute(
         "UPDATE attempts SET state = 'ambiguous', error = 'interrupted by a restart'"
-        " WHERE state = 'sending' AND job_id IN (SELECT id FROM jobs WHERE state = 'submitting')"
+        " WHERE state = 'sending' AND job_id IN (SELECT id FROM jobs WHERE state = ?)",
+        (source,),
     )
     await conn.execute(
-        "UPDATE jobs SET state = 'ambiguous', error = 'interrupted by a restart', next_poll_at = ?, updated_at = ?,"
-        " version = version + 1 WHERE state = 'submitting'",
-        (now, now),
+        "UPDATE jobs SET state = ?, error = 'interrupted by a restart', next_poll_at = ?, updated_at = ?,"
+        " version = version + 1 WHERE state = ?",
+        (target, now, now, source),
     )
     return ids
 

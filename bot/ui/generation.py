@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import discord
 
+from bot.domain.job_state import MADE, JobState
+from bot.domain.money import format_usd
 from bot.i18n import t
 from bot.services.generation import RouteStep
-from bot.services.money import format_usd
 from bot.store.jobs import JobRow
 
 PROMPT_PREVIEW = 300
@@ -75,7 +76,7 @@ def route_notes(job: JobRow, steps: list[RouteStep], locale: str, *, fallback_po
       have run it (`fallback_possible`): moderators are told fallback exists.
     """
     notes: list[str] = []
-    if job.state in ("succeeded", "delivered") and job.provider:
+    if job.state in MADE and job.provider:
         # the latest word of each provider passed over (one may have been retried before)
         passed = {s.provider: s for s in steps if s.provider != job.provider and s.outcome in ("not_sent", "rejected")}
         if passed:
@@ -89,7 +90,7 @@ def route_notes(job: JobRow, steps: list[RouteStep], locale: str, *, fallback_po
     last = steps[-1] if steps else None
     if (
         fallback_possible
-        and job.state == "failed"
+        and job.state == JobState.FAILED
         and last is not None
         and last.error_class in NOT_SENT
         and last.error_class not in ACCOUNT_PROBLEMS

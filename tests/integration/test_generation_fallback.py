@@ -20,6 +20,7 @@ import pytest
 from bot.app import Services, build_services
 from bot.config import Settings
 from bot.db import Database
+from bot.domain.job_state import JobState
 from bot.providers.base import QuotaExhausted, Unavailable, VideoProvider
 from bot.providers.registry import build_providers
 from bot.services.actors import Actor
@@ -123,7 +124,7 @@ async def test_a_provider_paused_after_admission_is_passed_over_and_the_reason_k
     history = await services.generation.route_history(job_id)
     assert history[0] == RouteStep("relay", "not_sent", "Rejected", "paused after repeated failures")
     assert (history[1].provider, history[1].outcome) == ("openai", "accepted")
-    notes = route_notes(replace(job, state="delivered"), history, "en-US")
+    notes = route_notes(replace(job, state=JobState.DELIVERED), history, "en-US")
     assert notes == ["It ran on openai because relay couldn't take it (paused after repeated failures)."]
 
 
