@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from bot.app import Castbot
-from cogs.settings import LANGUAGE_NAMES
+from bot.domain import locales
 from discord_sandbox import MANAGE_GUILD, DiscordSandbox, StoredMessage
 from tests.conftest import BotHarness, World
 
@@ -82,7 +82,7 @@ async def test_synced_commands_carry_localizations_within_discord_limits(
                 names = [s["name_localizations"][locale] for s in siblings]
                 assert len(set(names)) == len(names), f"{path}: duplicate {locale} names {names}"
             for choice in option.get("choices") or []:
-                if choice["name"] in LANGUAGE_NAMES.values():
+                if choice["name"] in {locales.display_name(code) for code in locales.LOCALES}:
                     # languages are offered under their own names, so anyone finds theirs
                     assert not choice.get("name_localizations")
                     continue
