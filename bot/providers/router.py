@@ -26,8 +26,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from bot.domain.text import Lines, Localizable
 from bot.errors import UserFacingError
-from bot.i18n import DEFAULT_LOCALE, t
 from bot.providers.base import (
     Ambiguous,
     CharacterAsset,
@@ -101,8 +101,9 @@ class Exclusion:
     key: str
     params: dict[str, Any] = field(default_factory=dict)
 
-    def message(self, locale: str = DEFAULT_LOCALE) -> str:
-        return t(self.key, locale, provider=self.provider, **self.params)
+    @property
+    def text(self) -> Localizable:
+        return Localizable(self.key, {"provider": self.provider, **self.params})
 
 
 class ProviderNotAllowed(UserFacingError):
@@ -122,14 +123,14 @@ class NoProviderAvailable(UserFacingError):
             only = self.exclusions[0]
             super().__init__(only.key, provider=only.provider, **only.params)
         else:
-            # The tree handler formats params as given, so the list is rendered here, in English;
-            # `localized_reasons` re-renders it for a member's locale.
-            super().__init__("route.none_available", reasons=self.localized_reasons(DEFAULT_LOCALE))
+            # Rendered by whoever shows the error, in the reader's language, line by line.
+            super().__init__("route.none_available", reasons=self.reasons)
 
-    def localized_reasons(self, locale: str) -> str:
-        return "\n".join(t("route.reason_line", locale, reason=e.message(locale)) for e in self.exclusions) or t(
-            "route.no_providers", locale
-        )
+    @property
+    def reasons(self) -> Lines | Localizable:
+        if not self.exclusions:
+            return Localizable("route.no_providers")
+        return Lines(tuple(Localizable("route.reason_line", {"reason": e.text}) for e in self.exclusions))
 
 
 def typical_request(

@@ -1,8 +1,7 @@
 """The refusals of the character service, each a message id in bot/locales/*/characters.json.
 
-Messages are rendered by the tree's error handler (`t(key, locale, **params)`). UnknownCharacters
-carries one line per name; those lines are rendered lazily (bot.i18n pulls in discord.py, which
-services do not import at module level).
+Messages are rendered by the tree's error handler in the member's language. UnknownCharacters
+carries one line per name as Localizable values, so every line is rendered in that language too.
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bot.domain.text import Lines, Localizable
 from bot.errors import UserFacingError
 from bot.prompts import name_key
 from bot.services.character_text import shown
@@ -115,56 +115,36 @@ class UnusableName:
     reason: Unusable
     suggestions: tuple[str, ...] = ()
 
-    def line(self, locale: str | None) -> str:
-        from bot.i18n import t  # lazily: see the module docstring
-
+    @property
+    def line(self) -> Localizable:
+        """Why this name cannot be used, as one bullet of the refusal."""
         name = shown(self.key)
         if self.reason is Unusable.UNKNOWN and self.suggestions:
             listed = ", ".join(f"`@{s}`" for s in self.suggestions)
-            return t("characters.unusable.unknown_suggest", locale, name=name, suggestions=listed)
-        return t(f"characters.unusable.{self.reason}", locale, name=name)
-
-
-class UnknownCharacters(UserFacingError):
-    """Some @names of a prompt cannot be used; `problems` says why for each, in prompt order.
-
-    The tree renders `key` with `lines` (English); `message(locale)` renders every line in the
-    member's language, for callers that can pass the locale.
-    """
-
-    def __init__(self, problems: Sequence[UnusableName]) -> None:
-        self.problems = tuple(problems)
-        super().__init__("characters.unusable", lines=_Lines(self.problems, None))
-
-    @property
-    def keys(self) -> tuple[str, ...]:
-        return tuple(p.key for p in self.problems)
-
-    def message(self, locale: str | None) -> str:
-        from bot.i18n import t
-
-        return t(self.key, locale, lines=_Lines(self.problems, locale))
+            why = Localizable("characters.unusable.unknown_suggest", {"name": name, "suggestions": listed})
+        else:
+            why = Localizable(f"characters.unusable.{self.reason}", {"name": name})
+        return Localizable("characters.unusable.line", {"line": why})
 
 
 MAX_LINES = 8  # of a refusal listing names: 8 lines of at most ~200 characters fit in one message
 
 
-class _Lines:
-    """One bullet per unusable name, rendered when the message is formatted; past MAX_LINES the
-    rest are counted ("…and 38 more"), so the refusal always fits in one Discord message."""
+class UnknownCharacters(UserFacingError):
+    """Some @names of a prompt cannot be used; `problems` says why for each, in prompt order.
 
-    def __init__(self, problems: Sequence[UnusableName], locale: str | None) -> None:
-        self._problems = problems
-        self._locale = locale
+    One line per name; past MAX_LINES the rest are counted ("…and 38 more"), so the refusal
+    always fits in one Discord message.
+    """
 
-    def __str__(self) -> str:
-        from bot.i18n import t  # lazily: see the module docstring
-
-        shown_lines = [f"• {p.line(self._locale)}" for p in self._problems[:MAX_LINES]]
-        hidden = len(self._problems) - MAX_LINES
+    def __init__(self, problems: Sequence[UnusableName]) -> None:
+        self.problems = tuple(problems)
+        lines = [p.line for p in self.problems[:MAX_LINES]]
+        hidden = len(self.problems) - MAX_LINES
         if hidden > 0:
-            shown_lines.append(t("characters.unusable.more", self._locale, count=hidden))
-        return "\n".join(shown_lines)
+            lines.append(Localizable("characters.unusable.more", {"count": hidden}))
+        super().__init__("characters.unusable", lines=Lines(tuple(lines)))
 
-    def __format__(self, spec: str) -> str:
-        return format(str(self), spec)
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(p.key for p in self.problems)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from bot.app import Castbot
+from bot.i18n import t
 from bot.services.actors import Actor
 from bot.services.character_errors import UnknownCharacters, Unusable
 from bot.services.characters import CharacterService
@@ -207,7 +208,7 @@ async def test_public_share_import_then_revoke_refuses_use_in_the_other_guild(
     with pytest.raises(UnknownCharacters) as refused:
         await service.resolve_for_generation(elsewhere, ["vulpes"])
     assert [p.reason for p in refused.value.problems] == [Unusable.REVOKED]
-    text = refused.value.message("en")
+    text = t(refused.value.key, "en", **refused.value.params)
     assert "`@vulpes` was imported from another server, and its owner has stopped sharing it." in text
     assert "nothing was started or charged" in text
     # the importing guild sees why, too

@@ -362,7 +362,7 @@ async def test_unknown_names_come_with_close_matches(env: Env) -> None:
     assert problems["anabelle"].suggestions == ("Annabelle",)
     assert problems["secret"].reason is Unusable.PRIVATE
     assert problems["zed"].suggestions == ()
-    text = info.value.message("en")
+    text = t(info.value.key, "en", **info.value.params)
     assert text.index("@anabelle") < text.index("@secret") < text.index("@zed")  # prompt order
     assert "`@Annabelle`" in text and "private" in text
 

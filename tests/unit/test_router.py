@@ -203,7 +203,11 @@ def test_nothing_left_lists_every_reason(providers) -> None:
     assert "`openai` can put at most 2 characters in one video; your prompt has 3." in text
     assert "`kling` makes videos of at most 15 seconds; you asked for 16." in text
     assert "`ghost` isn't set up on this bot" in text
-    assert error.localized_reasons("en") in text
+    # a German member reads every reason in German, not only the header
+    german = t(error.key, "de", **error.params)
+    assert "`openai` kann höchstens 2 Charaktere in ein Video bringen; dein Prompt hat 3." in german
+    assert "`kling` macht Videos von höchstens 15 Sekunden; du hast 16 angefragt." in german
+    assert "`ghost` ist bei diesem Bot nicht eingerichtet" in german
 
 
 def test_a_lone_reason_is_raised_as_itself(providers) -> None:

@@ -38,6 +38,7 @@ SAME_AS_ENGLISH = {
     "about.title",
     "about.provider_line",
     "route.reason_line",
+    "characters.unusable.line",
     "jobs.line",
     "characters.job_choice",
     "choice.pro",
