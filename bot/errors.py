@@ -8,7 +8,9 @@ from typing import Any
 class UserFacingError(Exception):
     """An expected refusal. `key` is a message id in the i18n catalog; `params` fill it in.
 
-    The tree's error handler renders it in the member's language and shows it ephemerally.
+    The tree's error handler renders it in the member's language and shows it ephemerally. A
+    parameter that is itself text (a list of reasons) is a `Localizable` or `Lines` value
+    (bot/domain/text.py), so it is rendered in that language too.
     """
 
     def __init__(self, key: str, **params: Any) -> None:
