@@ -1,4 +1,5 @@
-"""Shared fixtures: the Discord sandbox and the real Castbot started against it."""
+"""Shared fixtures: the Discord sandbox and the real Castbot started against it, a migrated
+database, an HTTP client for the loopback simulators, and a starter that closes simulators."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
+import httpx
 import pytest
 
 from bot.__main__ import open_bot
 from bot.app import Castbot
 from bot.config import Settings
+from bot.db import Database
 from discord_sandbox import MANAGE_GUILD, Channel, DiscordSandbox, Guild, Member
 from discord_sandbox.spec import SCHEMAS_CHECKED
 
@@ -163,3 +166,51 @@ async def harness(
 async def castbot(harness: BotHarness, world: World) -> Castbot:
     """The bot running with the default (local) provider, after `world` exists."""
     return await harness.start()
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated database in the test's own folder."""
+    database = await Database.open(tmp_path / "castbot.sqlite3")
+    await database.migrate()
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the loopback simulators (no proxy from the environment)."""
+    async with httpx.AsyncClient(trust_env=False) as c:
+        yield c
+
+
+class Simulator(Protocol):
+    async def start(self) -> Any: ...
+    async def close(self) -> None: ...
+
+
+SimT = TypeVar("SimT", bound=Simulator)
+
+
+class Simulators:
+    """Starts provider simulators for a test and closes them, last started first, when it ends."""
+
+    def __init__(self) -> None:
+        self._started: list[Simulator] = []
+
+    async def start(self, sim: SimT) -> SimT:
+        await sim.start()
+        self._started.append(sim)
+        return sim
+
+    async def close(self) -> None:
+        while self._started:
+            await self._started.pop().close()
+
+
+@pytest.fixture
+async def sims() -> AsyncIterator[Simulators]:
+    """`await sims.start(OpenAISim(...))`: each module states its simulator's parameters."""
+    started = Simulators()
+    yield started
+    await started.close()

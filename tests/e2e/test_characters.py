@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from bot.services.character_errors import UnknownCharacters, Unusable
 from bot.services.characters import CharacterService
 from discord_sandbox import DiscordSandbox, StoredMessage
 from discord_sandbox.clips import make_clip, make_png_as_mp4, make_truncated
-from tests.conftest import BotHarness, World
+from tests.conftest import BotHarness, Simulators, World
 from tests.fakes.openai_sim import Fault, OpenAISim
 
 pytestmark = pytest.mark.e2e
@@ -289,10 +288,8 @@ async def test_list_pages_with_buttons_that_survive_a_restart(
 
 
 @pytest.fixture
-async def openai_sim() -> AsyncIterator[OpenAISim]:
-    sim = await OpenAISim(api_key=OPENAI_KEY, job_seconds=0.2).start()
-    yield sim
-    await sim.close()
+async def openai_sim(sims: Simulators) -> OpenAISim:
+    return await sims.start(OpenAISim(api_key=OPENAI_KEY, job_seconds=0.2))
 
 
 async def test_openai_refusing_likeness_is_explained_and_the_character_still_works(

@@ -26,7 +26,7 @@ from bot.services.guilds import GuildService
 from bot.store import budgets
 from discord_sandbox import MANAGE_GUILD, DiscordSandbox, StoredMessage
 from discord_sandbox.clips import make_clip
-from tests.conftest import SANDBOX_TOKEN
+from tests.conftest import SANDBOX_TOKEN, Simulators
 from tests.fakes.fal_sim import FalSim
 from tests.fakes.gemini_sim import GeminiSim
 from tests.fakes.openai_sim import OpenAISim
@@ -37,11 +37,8 @@ FINISHED = ("delivered", "rejected", "failed", "canceled")
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[OpenAISim]:
-    simulator = OpenAISim(api_key=API_KEY, job_seconds=0.3, poll_after_ms=100)
-    await simulator.start()
-    yield simulator
-    await simulator.close()
+async def sim(sims: Simulators) -> OpenAISim:
+    return await sims.start(OpenAISim(api_key=API_KEY, job_seconds=0.3, poll_after_ms=100))
 
 
 def bot_env(

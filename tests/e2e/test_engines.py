@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -17,7 +16,7 @@ import pytest
 from bot.app import Castbot
 from discord_sandbox import DiscordSandbox
 from discord_sandbox.clips import make_clip
-from tests.conftest import BotHarness, World
+from tests.conftest import BotHarness, Simulators, World
 from tests.e2e.test_generate import bot_messages
 from tests.e2e.test_routing import (
     CHECKING,
@@ -43,19 +42,13 @@ UNAVAILABLE = "The model is overloaded. Please try again later."
 
 
 @pytest.fixture
-async def gemini() -> AsyncIterator[GeminiSim]:
-    sim = GeminiSim(api_key=GEMINI_KEY, video_seconds=0.2)
-    await sim.start()
-    yield sim
-    await sim.close()
+async def gemini(sims: Simulators) -> GeminiSim:
+    return await sims.start(GeminiSim(api_key=GEMINI_KEY, video_seconds=0.2))
 
 
 @pytest.fixture
-async def fal() -> AsyncIterator[FalSim]:
-    sim = FalSim(api_key=FAL_KEY, job_seconds=0.2)
-    await sim.start()
-    yield sim
-    await sim.close()
+async def fal(sims: Simulators) -> FalSim:
+    return await sims.start(FalSim(api_key=FAL_KEY, job_seconds=0.2))
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import asyncio
 import re
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from bot.providers.relay import RelayTimeouts
 from bot.providers.router import typical_request
 from discord_sandbox import DiscordSandbox, Member, StoredMessage
 from discord_sandbox.clips import make_clip
-from tests.conftest import BotHarness, World
+from tests.conftest import BotHarness, Simulators, World
 from tests.e2e.test_generate import bot_messages, wait_result
 from tests.fakes.kling_sim import KlingSim
 from tests.fakes.openai_sim import Fault as OpenAIFault
@@ -44,26 +44,18 @@ CHECKING = "checking whether the provider received it; it won't be sent again, s
 
 
 @pytest.fixture
-async def relay() -> AsyncIterator[RelaySim]:
-    sim = RelaySim(job_seconds=0.2)
-    await sim.start()
-    yield sim
-    await sim.close()
+async def relay(sims: Simulators) -> RelaySim:
+    return await sims.start(RelaySim(job_seconds=0.2))
 
 
 @pytest.fixture
-async def openai() -> AsyncIterator[OpenAISim]:
-    sim = await OpenAISim(api_key=OPENAI_KEY, job_seconds=0.2, poll_after_ms=50).start()
-    yield sim
-    await sim.close()
+async def openai(sims: Simulators) -> OpenAISim:
+    return await sims.start(OpenAISim(api_key=OPENAI_KEY, job_seconds=0.2, poll_after_ms=50))
 
 
 @pytest.fixture
-async def kling() -> AsyncIterator[KlingSim]:
-    sim = KlingSim(api_key=KLING_KEY, element_seconds=0.05, video_seconds=0.2)
-    await sim.start()
-    yield sim
-    await sim.close()
+async def kling(sims: Simulators) -> KlingSim:
+    return await sims.start(KlingSim(api_key=KLING_KEY, element_seconds=0.05, video_seconds=0.2))
 
 
 async def start(

@@ -8,13 +8,12 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from discord_sandbox import MANAGE_GUILD, DiscordSandbox
-from tests.conftest import SANDBOX_TOKEN
+from tests.conftest import SANDBOX_TOKEN, Simulators
 from tests.e2e.test_crash_recovery import prepare_guild_budget
 from tests.fakes.openai_sim import OpenAISim
 
@@ -26,11 +25,8 @@ SECRET_VARS = ("DISCORD_TOKEN", "OPENAI_API_KEY", "RELAY_API_KEY", "KLING_API_KE
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[OpenAISim]:
-    simulator = OpenAISim(api_key=OPENAI_KEY, job_seconds=0.2, poll_after_ms=100)
-    await simulator.start()
-    yield simulator
-    await simulator.close()
+async def sim(sims: Simulators) -> OpenAISim:
+    return await sims.start(OpenAISim(api_key=OPENAI_KEY, job_seconds=0.2, poll_after_ms=100))
 
 
 def env_of(tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -11,7 +11,6 @@ import asyncio
 import re
 import sys
 import time
-from collections.abc import AsyncIterator
 from types import ModuleType
 from typing import Any
 
@@ -23,7 +22,7 @@ from bot.services.actors import Actor
 from bot.services.generation import GenerateCommand
 from bot.store import guilds as guild_store
 from discord_sandbox import Call, Channel, DiscordSandbox, StoredMessage
-from tests.conftest import BotHarness, World
+from tests.conftest import BotHarness, Simulators, World
 from tests.fakes.openai_sim import OpenAISim
 
 pytestmark = pytest.mark.e2e
@@ -189,11 +188,9 @@ async def test_many_jobs_in_one_channel_are_edited_within_its_pace_and_all_end_f
 
 
 @pytest.fixture
-async def openai_sim() -> AsyncIterator[OpenAISim]:
+async def openai_sim(sims: Simulators) -> OpenAISim:
     # a render that would take 1,000 s: the test moves it forward by hand
-    sim = await OpenAISim(api_key=OPENAI_KEY, job_seconds=1000.0).start()
-    yield sim
-    await sim.close()
+    return await sims.start(OpenAISim(api_key=OPENAI_KEY, job_seconds=1000.0))
 
 
 async def test_each_state_change_is_shown_and_progress_only_in_coarse_steps(

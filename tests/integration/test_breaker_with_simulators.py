@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -31,6 +30,7 @@ from bot.services.actors import Actor
 from bot.services.guilds import GuildSettings
 from bot.services.health import HealthService
 from bot.ui.about import about_embed
+from tests.conftest import Simulators
 from tests.fakes.kling_sim import KlingSim
 from tests.fakes.openai_sim import Fault, OpenAISim
 
@@ -54,32 +54,13 @@ class Clock:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False) as c:
-        yield c
+async def kling_sim(sims: Simulators) -> KlingSim:
+    return await sims.start(KlingSim(api_key=KLING_KEY, element_seconds=0.05, video_seconds=0.2))
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "castbot.sqlite3")
-    await database.migrate()
-    yield database
-    await database.close()
-
-
-@pytest.fixture
-async def kling_sim() -> AsyncIterator[KlingSim]:
-    sim = KlingSim(api_key=KLING_KEY, element_seconds=0.05, video_seconds=0.2)
-    await sim.start()
-    yield sim
-    await sim.close()
-
-
-@pytest.fixture
-async def openai_sim() -> AsyncIterator[OpenAISim]:
-    sim = await OpenAISim(api_key=OPENAI_KEY, job_seconds=0.2).start()
-    yield sim
-    await sim.close()
+async def openai_sim(sims: Simulators) -> OpenAISim:
+    return await sims.start(OpenAISim(api_key=OPENAI_KEY, job_seconds=0.2))
 
 
 @pytest.fixture

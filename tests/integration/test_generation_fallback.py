@@ -29,6 +29,7 @@ from bot.services.character_values import Upload
 from bot.services.generation import GenerateCommand, RouteStep
 from bot.ui.generation import route_notes
 from discord_sandbox.clips import make_clip
+from tests.conftest import Simulators
 from tests.fakes.openai_sim import OpenAISim
 from tests.fakes.relay_sim import Fault as RelayFault
 from tests.fakes.relay_sim import RelaySim
@@ -41,18 +42,13 @@ MEMBER_IDS = itertools.count(100)
 
 
 @pytest.fixture
-async def relay() -> AsyncIterator[RelaySim]:
-    sim = RelaySim(job_seconds=0.2)
-    await sim.start()
-    yield sim
-    await sim.close()
+async def relay(sims: Simulators) -> RelaySim:
+    return await sims.start(RelaySim(job_seconds=0.2))
 
 
 @pytest.fixture
-async def openai() -> AsyncIterator[OpenAISim]:
-    sim = await OpenAISim(api_key=OPENAI_KEY, job_seconds=0.2).start()
-    yield sim
-    await sim.close()
+async def openai(sims: Simulators) -> OpenAISim:
+    return await sims.start(OpenAISim(api_key=OPENAI_KEY, job_seconds=0.2))
 
 
 @pytest.fixture
@@ -74,12 +70,6 @@ async def db(settings: Settings) -> AsyncIterator[Database]:
     await database.migrate()
     yield database
     await database.close()
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False) as c:
-        yield c
 
 
 @pytest.fixture

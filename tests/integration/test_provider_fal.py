@@ -24,7 +24,6 @@ from bot.providers.base import (
     CharacterAsset,
     CharacterHandle,
     CharacterRef,
-    GenerationRequest,
     JobSnapshot,
     JobStatus,
     NotSent,
@@ -42,8 +41,10 @@ from bot.providers.fal import MEDIA_RETENTION_SECONDS, FalProvider
 from bot.providers.fal_models import MODELS
 from bot.providers.pricing import PriceBook
 from discord_sandbox.clips import make_clip
+from tests.conftest import Simulators
 from tests.fakes import fal_sim
 from tests.fakes.fal_sim import FalSim
+from tests.helpers import request
 
 KEY = "fal-key-sim-SECRET-4be1c07d:9a2f6e3b51c8"
 NOW = 1_800_000_000.0
@@ -52,17 +53,8 @@ KLING_PRO = "fal-ai/kling-video/o3/pro/reference-to-video"
 
 
 @pytest.fixture
-async def sim():
-    s = FalSim(api_key=KEY, job_seconds=0.3, hang_seconds=5.0)
-    await s.start()
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-async def client():
-    async with httpx.AsyncClient(trust_env=False) as c:
-        yield c
+async def sim(sims: Simulators) -> FalSim:
+    return await sims.start(FalSim(api_key=KEY, job_seconds=0.3, hang_seconds=5.0))
 
 
 @pytest.fixture(scope="module")
@@ -113,13 +105,6 @@ async def registered(fal: FalProvider, tmp_path: Path, clip: Path, *names: str) 
         character = asset(tmp_path, clip, name, character_id=index)
         refs.append(CharacterRef(name.casefold(), character, await fal.register_character(character)))
     return refs
-
-
-def request(prompt="a quiet lake at dawn", characters=(), **kw) -> GenerationRequest:
-    kw.setdefault("seconds", 5)
-    kw.setdefault("orientation", Orientation.PORTRAIT)
-    kw.setdefault("quality", Quality.STANDARD)
-    return GenerationRequest(prompt=prompt, characters=tuple(characters), **kw)
 
 
 async def wait_terminal(fal: FalProvider, external_id: str, timeout: float = 5.0) -> tuple[JobSnapshot, list[str]]:

@@ -5,7 +5,6 @@ of Google's own SDK (`google-genai`), so that the simulator cannot drift from th
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import logging
@@ -19,7 +18,6 @@ from typing import Any
 import av
 import httpx
 import pytest
-from PIL import Image
 from pydantic import SecretStr
 
 from bot.providers.base import (
@@ -28,7 +26,6 @@ from bot.providers.base import (
     CharacterAsset,
     CharacterHandle,
     CharacterRef,
-    GenerationRequest,
     JobSnapshot,
     JobStatus,
     MentionStyle,
@@ -46,7 +43,9 @@ from bot.providers.base import (
 from bot.providers.gemini import IMAGES_ONLY, MODELS, GeminiProvider
 from bot.providers.pricing import PriceBook, usd_to_micros
 from discord_sandbox.clips import make_clip
+from tests.conftest import Simulators
 from tests.fakes.gemini_sim import GeminiSim
+from tests.helpers import all_terminal, request, wait_until, write_frame
 
 KEY = "AIzaSy-gemini-SECRET-4d1c9e07b2"
 T0 = 1_700_000_000.0  # the adapter's clock in tests that check expiries: before the real now
@@ -54,17 +53,8 @@ HOURS_48 = 48 * 3600.0
 
 
 @pytest.fixture
-async def sim():
-    s = GeminiSim(api_key=KEY, video_seconds=0.3, file_seconds=0.05, hang_seconds=5.0)
-    await s.start()
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-async def client():
-    async with httpx.AsyncClient(trust_env=False) as c:
-        yield c
+async def sim(sims: Simulators) -> GeminiSim:
+    return await sims.start(GeminiSim(api_key=KEY, video_seconds=0.3, file_seconds=0.05, hang_seconds=5.0))
 
 
 def make_provider(client, base_url, *, read=2.0, key=KEY, **kw) -> GeminiProvider:
@@ -87,11 +77,6 @@ def clip(tmp_path_factory) -> Path:
     return make_clip(tmp_path_factory.mktemp("clip") / "member.mp4", seconds=5.0, size=(320, 240))
 
 
-def write_frame(path: Path, color, size=(360, 640), fmt="JPEG") -> Path:
-    Image.new("RGB", size, color).save(path, format=fmt)
-    return path
-
-
 def asset(tmp_path: Path, clip: Path, name: str, frames: int = 3, character_id: int = 1, **kw) -> CharacterAsset:
     paths = tuple(
         write_frame(tmp_path / f"{name}-{i}.{'png' if kw.get('fmt') == 'PNG' else 'jpg'}", (40 * i, 90, 200), **kw)
@@ -106,28 +91,6 @@ def asset(tmp_path: Path, clip: Path, name: str, frames: int = 3, character_id: 
         clip_duration=5.0,
         best_window_start=1.0,
     )
-
-
-def request(prompt="a quiet lake at dawn", characters=(), **kw) -> GenerationRequest:
-    kw.setdefault("seconds", 5)
-    kw.setdefault("orientation", Orientation.PORTRAIT)
-    kw.setdefault("quality", Quality.STANDARD)
-    return GenerationRequest(prompt=prompt, characters=tuple(characters), **kw)
-
-
-async def wait_until(gemini, ids, done, timeout=5.0) -> dict[str, JobSnapshot]:
-    deadline = time.monotonic() + timeout
-    while True:
-        snaps = dict(await gemini.status(ids))
-        if done(snaps):
-            return snaps
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met in {timeout}s: {snaps}")
-        await asyncio.sleep(0.03)
-
-
-def all_terminal(ids):
-    return lambda snaps: all(i in snaps and snaps[i].status.terminal for i in ids)
 
 
 async def finished(gemini, sim, req=None) -> JobSnapshot:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import io
@@ -24,7 +23,6 @@ from bot.providers.base import (
     CharacterAsset,
     CharacterHandle,
     CharacterRef,
-    GenerationRequest,
     JobSnapshot,
     JobStatus,
     NotSent,
@@ -39,23 +37,16 @@ from bot.providers.base import (
 )
 from bot.providers.kling import TASK_IDS_PER_QUERY, KlingProvider
 from bot.providers.pricing import PriceBook
+from tests.conftest import Simulators
 from tests.fakes.kling_sim import KlingSim
+from tests.helpers import all_terminal, request, wait_until, write_frame
 
 KEY = "api-key-kling-sim-SECRET-7f3a9c41d2"
 
 
 @pytest.fixture
-async def sim():
-    s = KlingSim(api_key=KEY, element_seconds=0.1, video_seconds=0.3, hang_seconds=5.0)
-    await s.start()
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-async def client():
-    async with httpx.AsyncClient(trust_env=False) as c:
-        yield c
+async def sim(sims: Simulators) -> KlingSim:
+    return await sims.start(KlingSim(api_key=KEY, element_seconds=0.1, video_seconds=0.3, hang_seconds=5.0))
 
 
 def make_provider(client, base_url, *, read=2.0, key=KEY, **kw) -> KlingProvider:
@@ -76,11 +67,6 @@ def kling(client, sim) -> KlingProvider:
     return make_provider(client, sim.base_url)
 
 
-def write_frame(path: Path, color, size=(360, 640), fmt="JPEG") -> Path:
-    Image.new("RGB", size, color).save(path, format=fmt)
-    return path
-
-
 def asset(tmp_path: Path, name: str, frames: int, character_id: int = 1, **frame_kw) -> CharacterAsset:
     paths = tuple(
         write_frame(tmp_path / f"{name}-{i}.jpg", (40 * i, 90, 200 - 30 * i), **frame_kw) for i in range(frames)
@@ -93,28 +79,6 @@ def asset(tmp_path: Path, name: str, frames: int, character_id: int = 1, **frame
         frame_paths=paths,
         clip_duration=5.0,
     )
-
-
-def request(prompt="a quiet lake at dawn", characters=(), **kw) -> GenerationRequest:
-    kw.setdefault("seconds", 5)
-    kw.setdefault("orientation", Orientation.PORTRAIT)
-    kw.setdefault("quality", Quality.STANDARD)
-    return GenerationRequest(prompt=prompt, characters=tuple(characters), **kw)
-
-
-async def wait_until(kling, ids, done, timeout=5.0) -> dict[str, JobSnapshot]:
-    deadline = time.monotonic() + timeout
-    while True:
-        snaps = dict(await kling.status(ids))
-        if done(snaps):
-            return snaps
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met in {timeout}s: {snaps}")
-        await asyncio.sleep(0.03)
-
-
-def all_terminal(ids):
-    return lambda snaps: all(i in snaps and snaps[i].status.terminal for i in ids)
 
 
 # --- the happy path ---------------------------------------------------------------------------------

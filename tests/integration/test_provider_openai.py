@@ -8,7 +8,6 @@ import logging
 import socket
 import time
 import traceback
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import av
@@ -40,6 +39,7 @@ from bot.providers.http_errors import retry_after_seconds
 from bot.providers.openai import OpenAIProvider
 from bot.providers.pricing import PriceBook
 from discord_sandbox.clips import make_clip
+from tests.conftest import Simulators
 from tests.fakes.openai_sim import Fault, OpenAISim, Upload, probe_mp4
 
 KEY = "sk-proj-SIMSECRET-7f3a9c2e5b1d4068"
@@ -57,16 +57,8 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[OpenAISim]:
-    s = await OpenAISim(api_key=KEY, job_seconds=0.4, poll_after_ms=150).start()
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as c:
-        yield c
+async def sim(sims: Simulators) -> OpenAISim:
+    return await sims.start(OpenAISim(api_key=KEY, job_seconds=0.4, poll_after_ms=150))
 
 
 def make_provider(

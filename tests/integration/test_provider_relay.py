@@ -11,7 +11,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import av
-import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -36,6 +35,7 @@ from bot.providers.base import (
 )
 from bot.providers.pricing import PriceBook
 from bot.providers.relay import RelayProvider, RelayTimeouts, character_window, render_prompt
+from tests.conftest import Simulators
 from tests.fakes.relay_sim import Fault, Outcome, RelaySim, sample_clip
 
 FAST = RelayTimeouts(
@@ -52,17 +52,8 @@ FAST = RelayTimeouts(
 
 
 @pytest.fixture
-async def sim():
-    s = RelaySim()
-    await s.start()
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-async def client():
-    async with httpx.AsyncClient() as c:
-        yield c
+async def sim(sims: Simulators) -> RelaySim:
+    return await sims.start(RelaySim())
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from bot.services.actors import Actor
 from bot.services.generation import GenerateCommand
 from bot.services.tracking import PollReport
 from discord_sandbox import DiscordSandbox, StoredMessage
-from tests.conftest import BotHarness, World
+from tests.conftest import BotHarness, Simulators, World
 from tests.fakes.openai_sim import Fault, OpenAISim
 
 OPENAI_KEY = "sk-test-123456-tracking-loop"
@@ -42,10 +42,8 @@ SHRUNK_BUSY_MS = 50  # the bot's writer waits this long for a lock in these test
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[OpenAISim]:
-    server = await OpenAISim(api_key=OPENAI_KEY, job_seconds=0.3, poll_after_ms=50).start()
-    yield server
-    await server.close()
+async def sim(sims: Simulators) -> OpenAISim:
+    return await sims.start(OpenAISim(api_key=OPENAI_KEY, job_seconds=0.3, poll_after_ms=50))
 
 
 @pytest.fixture

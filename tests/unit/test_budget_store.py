@@ -15,14 +15,6 @@ from bot.store.budgets import AlreadySettled, InsufficientBudget, Scope, job_sco
 NOW = 1_790_000_000.0
 
 
-@pytest.fixture
-async def db(tmp_path: Path):
-    database = await Database.open(tmp_path / "castbot.sqlite3")
-    await database.migrate()
-    yield database
-    await database.close()
-
-
 async def insert_job(conn, job_id: int, guild_id: int, user_id: int, estimate: int) -> None:
     await conn.execute(
         "INSERT INTO jobs (id, guild_id, channel_id, user_id, prompt, request_json, providers, state,"

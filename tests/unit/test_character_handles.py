@@ -17,6 +17,7 @@ from bot.providers.local import LocalProvider
 from bot.providers.openai import OpenAIProvider
 from bot.providers.pricing import PriceBook
 from bot.services.actors import Actor
+from tests.conftest import Simulators
 from tests.fakes.openai_sim import Fault, OpenAISim
 from tests.unit.test_character_service import (
     MEMBER,
@@ -35,10 +36,8 @@ FAST = httpx.Timeout(connect=2.0, read=5.0, write=5.0, pool=2.0)
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[OpenAISim]:
-    s = await OpenAISim(api_key=KEY, job_seconds=0.2).start()
-    yield s
-    await s.close()
+async def sim(sims: Simulators) -> OpenAISim:
+    return await sims.start(OpenAISim(api_key=KEY, job_seconds=0.2))
 
 
 @pytest.fixture

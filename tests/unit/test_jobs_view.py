@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from bot.config import Settings
@@ -20,14 +18,12 @@ GUILD, OTHER = 10, 20
 
 
 @pytest.fixture
-async def db(tmp_path: Path):
-    database = await Database.open(tmp_path / "castbot.sqlite3")
-    await database.migrate()
-    async with database.transaction() as conn:
+async def db(db: Database) -> Database:
+    """The shared database, with both guilds' budgets set."""
+    async with db.transaction() as conn:
         for guild in (GUILD, OTHER):
             await guild_store.upsert(conn, guild, {"monthly_limit_micros": 50_000_000}, NOW)
-    yield database
-    await database.close()
+    return db
 
 
 async def add_job(db: Database, budget: BudgetService, guild: int, user: int, amount: int, prompt: str, at: float):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -45,12 +44,6 @@ from bot.services.guilds import GuildSettings
 
 NOW = 1_790_000_000.0
 LAND, STD = Orientation.LANDSCAPE, Quality.STANDARD
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as c:
-        yield c
 
 
 def build(client: httpx.AsyncClient, tmp: Path, prices: PriceBook | None = None) -> dict[str, VideoProvider]:
