@@ -73,9 +73,9 @@ _SUCCEEDED = re.compile(r"^(\S+ \S+) \| INFO +\| bot\.services\.tracking \| job 
 PROVIDERS = ("openai", "kling", "gemini", "fal")
 # One status request per job and look: no batch or list endpoint (and no poll hint) to share it.
 PER_JOB = frozenset({"gemini", "fal"})
-# Jobs per provider when --jobs is not given. The per-job providers cost about ten times the
-# requests of the others for the same jobs, so fewer of them keep the bot's phase within the same
-# CPU (about half a core at 2x) and the run within its 5 minutes.
+# Jobs per provider when --jobs is not given with --providers. A per-job provider's job costs the
+# bot over twice the CPU of an openai or kling one: 2,000 of them take about what 5,000 of those
+# do (under half a core at 2x), and the run stays well within its 5 minutes.
 JOBS = {"openai": 2500, "kling": 2500, "gemini": 1000, "fal": 1000}
 
 
