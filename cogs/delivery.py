@@ -21,11 +21,11 @@ from discord.ext import commands
 
 from bot.app import Castbot
 from bot.domain.job_state import JobState
+from bot.domain.jobs import Job
 from bot.domain.money import format_usd
 from bot.faults import crash_point
 from bot.i18n import t
 from bot.services.status_edits import StatusEdits
-from bot.store.jobs import JobRow
 from bot.ui.generation import failure_text, human_size, route_notes, status_embed
 from bot.ui.job_buttons import DELIVERY_COG, result_view, status_view
 
@@ -144,7 +144,7 @@ class DeliveryCog(commands.Cog, name=DELIVERY_COG):
         if len(changes) == STATUS_CHANGES_PER_PASS:
             self.bot.services.wake_loop()  # more are waiting
 
-    async def _edit_status(self, job: JobRow, *, final: bool = False) -> bool:
+    async def _edit_status(self, job: Job, *, final: bool = False) -> bool:
         """Show the job's current state on its status message; False if Discord refused."""
         if job.status_message_id is None:
             return False
@@ -178,7 +178,7 @@ class DeliveryCog(commands.Cog, name=DELIVERY_COG):
             if job.id not in self._posting:
                 self._posting[job.id] = asyncio.create_task(self._deliver(job), name=f"post-{job.id}")
 
-    async def _deliver(self, job: JobRow) -> None:
+    async def _deliver(self, job: Job) -> None:
         try:
             await self._post_final(job)
         except Exception:
@@ -192,7 +192,7 @@ class DeliveryCog(commands.Cog, name=DELIVERY_COG):
             self._posting.pop(job.id, None)
             self.bot.services.wake_loop()
 
-    async def _channel_locale(self, job: JobRow) -> str:
+    async def _channel_locale(self, job: Job) -> str:
         settings = await self.bot.services.guilds.get(job.guild_id)
         if settings.locale:
             return settings.locale
@@ -203,7 +203,7 @@ class DeliveryCog(commands.Cog, name=DELIVERY_COG):
         guild = self.bot.get_guild(guild_id)
         return guild.filesize_limit if guild else DEFAULT_UPLOAD_LIMIT
 
-    async def _post_final(self, job: JobRow) -> None:
+    async def _post_final(self, job: Job) -> None:
         locale = await self._channel_locale(job)
         user = f"<@{job.user_id}>"
         view: discord.ui.View | None = None
@@ -250,7 +250,7 @@ class DeliveryCog(commands.Cog, name=DELIVERY_COG):
                 await self._edit_status(done, final=True)
 
     async def _send(
-        self, job: JobRow, content: str, file_path: Path | None, view: discord.ui.View | None
+        self, job: Job, content: str, file_path: Path | None, view: discord.ui.View | None
     ) -> discord.Message | None:
         """Post in the job's channel as a reply to its status message, pinging only the requester."""
         channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
@@ -293,7 +293,7 @@ class DeliveryCog(commands.Cog, name=DELIVERY_COG):
                 return None
             raise
 
-    async def _dm(self, job: JobRow, content: str, file_path: Path | None) -> None:
+    async def _dm(self, job: Job, content: str, file_path: Path | None) -> None:
         try:
             user = await self.bot.fetch_user(job.user_id)
             file = discord.File(file_path, filename=f"castbot-job-{job.id}.mp4") if file_path else None

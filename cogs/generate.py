@@ -11,10 +11,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import Castbot
+from bot.domain.jobs import Job
 from bot.domain.money import format_usd
 from bot.i18n import cmd, t
 from bot.services.generation import GenerateCommand
-from bot.store.jobs import JobRow
 from bot.ui.characters import COG_NAME as CHARACTERS_COG
 from bot.ui.generation import status_embed
 from bot.ui.job_buttons import DELIVERY_COG, GENERATE_COG, JOB_BUTTONS, status_view
@@ -152,7 +152,7 @@ class GenerateCog(commands.Cog, name=GENERATE_COG):
             if status is not None and delivery is not None:
                 await cast(FinalEditor, delivery).show_if_posted(job.id)
 
-    async def _post_status(self, job: JobRow, locale: str) -> discord.Message | None:
+    async def _post_status(self, job: Job, locale: str) -> discord.Message | None:
         """The job's public status message, or None when Discord refused it."""
         try:
             channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)

@@ -14,8 +14,8 @@ from bot.db import Database
 from bot.providers.base import Orientation, Quality, VideoProvider
 from bot.providers.pricing import UnknownPrice
 from bot.providers.registry import ProviderNotConfigured, build_providers
-from bot.providers.router import typical_request
 from bot.services.health import HealthService
+from bot.services.routing import typical_request
 
 # The job /about prices: 8 s, landscape, standard quality, one character.
 TYPICAL_SECONDS = 8

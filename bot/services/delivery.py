@@ -17,8 +17,9 @@ from collections.abc import Callable
 
 from bot.db import Database
 from bot.domain.job_state import FINISHED, JobState
+from bot.domain.jobs import Job
 from bot.store import jobs as store
-from bot.store.jobs import JobRow, StatusChange
+from bot.store.jobs import StatusChange
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,11 @@ class DeliveryService:
         self._tries: dict[int, int] = {}
         self._status_seq: int | None = None
 
-    async def pending(self, limit: int = 50) -> list[JobRow]:
+    async def pending(self, limit: int = 50) -> list[Job]:
         """Finished jobs whose final message has not been posted yet, due now."""
         return await store.unnotified(self._db, FINISHED, self._clock(), limit)
 
-    async def job(self, job_id: int) -> JobRow | None:
+    async def job(self, job_id: int) -> Job | None:
         return await store.get(self._db, job_id)
 
     async def held_due(self, per_provider: int) -> list[tuple[int, str | None]]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from bot.db import Database
 from bot.domain.job_state import FINISHED, OPEN, WITH_PROVIDER, JobState
+from bot.domain.jobs import Job
 from bot.errors import GuildOnly, UserFacingError
 from bot.faults import crash_point
 from bot.prompts import clean_member_text, distinct_keys, find_mentions
@@ -33,7 +34,6 @@ from bot.providers.base import (
     RejectReason,
     VideoProvider,
 )
-from bot.providers.router import RouteNeeds, chain_hold, fallback_allowed, route
 from bot.services.actors import Actor
 from bot.services.budget import BudgetService
 from bot.services.character_text import shown
@@ -42,8 +42,9 @@ from bot.services.guilds import GuildService
 from bot.services.health import HealthService
 from bot.services.job_outcome import outcome_of
 from bot.services.job_request import characters_of, request_of
+from bot.services.routing import RouteNeeds, chain_hold, fallback_allowed, route
 from bot.store import jobs as store
-from bot.store.jobs import JobRow, NewJob
+from bot.store.jobs import NewJob
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class RouteStep:
 
 @dataclass(frozen=True)
 class Admitted:
-    job: JobRow
+    job: Job
     characters: tuple[UsableCharacter, ...]
     duplicate: bool  # the same interaction was admitted before: nothing new was held
 
@@ -194,7 +195,7 @@ class GenerationService:
 
     # --- submission --------------------------------------------------------------------------
 
-    async def dispatch(self, job_id: int) -> JobRow:
+    async def dispatch(self, job_id: int) -> Job:
         """Send a held job to its provider chain, one attempt at a time; returns the job after."""
         job = await store.get(self._db, job_id)
         assert job is not None
@@ -274,7 +275,7 @@ class GenerationService:
         return refs
 
     async def _attempt(
-        self, job: JobRow, provider: VideoProvider, refs: Sequence[CharacterRef], has_next: bool
+        self, job: Job, provider: VideoProvider, refs: Sequence[CharacterRef], has_next: bool
     ) -> ProviderError | None:
         """One submission. Returns the error when the caller should fall back or give up."""
         now = self._clock()
@@ -359,7 +360,7 @@ class GenerationService:
     async def _attempts_on(self, job_id: int, provider: str) -> int:
         return sum(1 for a in await store.attempts_for(self._db, job_id) if a["provider"] == provider)
 
-    async def _give_up(self, job_id: int, error: ProviderError) -> JobRow:
+    async def _give_up(self, job_id: int, error: ProviderError) -> Job:
         outcome = outcome_of(error)
         now = self._clock()
         async with self._db.transaction() as conn:
@@ -398,12 +399,12 @@ class GenerationService:
         """When the loop next has something to do (dispatch, poll or post)."""
         return await store.next_due_at(self._db, OPEN | FINISHED, unnotified_only=True)
 
-    async def job_row(self, job_id: int) -> JobRow:
+    async def job_row(self, job_id: int) -> Job:
         job = await store.get(self._db, job_id)
         assert job is not None
         return job
 
-    async def job(self, actor: Actor, job_id: int) -> JobRow:
+    async def job(self, actor: Actor, job_id: int) -> Job:
         """A job of the actor's guild (buttons carry job ids; never trust them across guilds)."""
         job = await store.get(self._db, job_id)
         if job is None or job.guild_id != actor.guild_id:
@@ -412,7 +413,7 @@ class GenerationService:
 
     # --- cancel ------------------------------------------------------------------------------
 
-    async def cancel(self, actor: Actor, job_id: int) -> JobRow:
+    async def cancel(self, actor: Actor, job_id: int) -> Job:
         """Cancel before the provider accepted the job (nothing billed): the hold is released.
         Once a provider has it, our providers cannot stop a render, so we say so instead."""
         job = await store.get(self._db, job_id)

@@ -36,9 +36,9 @@ import aiosqlite
 
 from bot.db import Database
 from bot.providers.base import Ambiguous, AuthFailed, ProviderError, QuotaExhausted, RateLimited, Rejected
-from bot.providers.router import BreakerState, BreakerStateName, Exclusion, ProviderNotAllowed
 from bot.services.actors import Actor
 from bot.services.guilds import GuildService
+from bot.services.routing import BreakerState, BreakerStateName, Exclusion, ProviderNotAllowed
 
 log = logging.getLogger(__name__)
 

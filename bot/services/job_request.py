@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from bot.domain.jobs import Job
 from bot.providers.base import CharacterRef, GenerationRequest, Orientation, Quality
 from bot.services.characters import CharacterService, UsableCharacter
-from bot.store.jobs import JobRow
 
 
-def request_of(job: JobRow, refs: Sequence[CharacterRef] = (), client_ref: str = "") -> GenerationRequest:
+def request_of(job: Job, refs: Sequence[CharacterRef] = (), client_ref: str = "") -> GenerationRequest:
     r = job.request
     return GenerationRequest(
         prompt=job.prompt,
@@ -21,7 +21,7 @@ def request_of(job: JobRow, refs: Sequence[CharacterRef] = (), client_ref: str =
     )
 
 
-async def characters_of(characters: CharacterService, job: JobRow) -> list[UsableCharacter]:
+async def characters_of(characters: CharacterService, job: Job) -> list[UsableCharacter]:
     """The job's characters as admitted, under the names (aliases) its prompt used."""
     chosen = job.request["characters"]
     return await characters.load(

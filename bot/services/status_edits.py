@@ -16,8 +16,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from bot.domain.job_state import UNFINISHED, JobState
+from bot.domain.jobs import Job
 from bot.store import jobs as store
-from bot.store.jobs import JobRow, StatusChange
+from bot.store.jobs import StatusChange
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,8 @@ SWEEP_EVERY = 60.0
 # Edits follow a job while it is UNFINISHED. A finished job's last edit is made when its final
 # message is posted; a canceled one has no final message, so its edit is queued here.
 
-Fetch = Callable[[int], Awaitable[JobRow | None]]
-Edit = Callable[[JobRow, bool], Awaitable[bool]]  # (job, final) -> whether Discord took the edit
+Fetch = Callable[[int], Awaitable[Job | None]]
+Edit = Callable[[Job, bool], Awaitable[bool]]  # (job, final) -> whether Discord took the edit
 
 
 def progress_step(progress: int | None) -> int | None:

@@ -28,6 +28,7 @@ import aiosqlite
 
 from bot.db import Database
 from bot.domain.job_state import POLLED, RENDERING, TRACKED, JobState
+from bot.domain.jobs import Job
 from bot.faults import crash_point
 from bot.media import sha256_file
 from bot.providers.base import (
@@ -49,7 +50,6 @@ from bot.services.health import HealthService
 from bot.services.job_outcome import outcome_of
 from bot.services.job_request import characters_of, request_of
 from bot.store import jobs as store
-from bot.store.jobs import JobRow
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class Tracker:
         self._walked: dict[str, float] = {}  # list-status provider -> when its list was last walked
         self._walk_size: dict[str, int] = {}  # list-status provider -> jobs asked about in that walk
 
-    def _interval(self, job: JobRow, hint: float | None, progress: int | None = None, sharing: int = 1) -> float:
+    def _interval(self, job: Job, hint: float | None, progress: int | None = None, sharing: int = 1) -> float:
         """When to look at a job again, inside [POLL_MIN, POLL_MAX].
 
         A provider's hint is the soonest we look at a job on its own. A job reporting progress is
@@ -145,7 +145,7 @@ class Tracker:
         if now - self._tracked_at >= self._poll_min:
             self._tracked = await store.count_by_provider(self._db, TRACKED)
             self._tracked_at = now
-        groups: dict[str, list[JobRow]] = defaultdict(list)
+        groups: dict[str, list[Job]] = defaultdict(list)
         for job in due:
             groups[job.provider or ""].append(job)
         await asyncio.gather(*(self._poll_provider(name, jobs, report) for name, jobs in groups.items()))
@@ -163,7 +163,7 @@ class Tracker:
             report.errors += 1
             log.exception("could not record the progress of %d jobs; they will be polled again", len(report.progress))
 
-    async def _poll_provider(self, name: str, jobs: list[JobRow], report: PollReport) -> None:
+    async def _poll_provider(self, name: str, jobs: list[Job], report: PollReport) -> None:
         provider = self._providers.get(name)
         if provider is None:
             for job in jobs:
@@ -200,7 +200,7 @@ class Tracker:
         chunks = [tracked[i : i + size] for i in range(0, len(tracked), size)]
         await asyncio.gather(*(self._poll_chunk(provider, chunk, report) for chunk in chunks))
 
-    async def _postpone(self, jobs: list[JobRow], until: float, report: PollReport) -> None:
+    async def _postpone(self, jobs: list[Job], until: float, report: PollReport) -> None:
         try:
             async with self._db.transaction() as conn:
                 await store.postpone(conn, [j.id for j in jobs], TRACKED, until)
@@ -208,7 +208,7 @@ class Tracker:
             report.errors += 1  # they stay due and join the next walk all the same
             log.exception("could not postpone %d jobs to the next walk", len(jobs))
 
-    async def _poll_chunk(self, provider: VideoProvider, jobs: list[JobRow], report: PollReport) -> None:
+    async def _poll_chunk(self, provider: VideoProvider, jobs: list[Job], report: PollReport) -> None:
         failure: Exception | None = None
         async with self._limits[provider.name]:
             try:
@@ -236,7 +236,7 @@ class Tracker:
         )
 
     async def _status_failed(
-        self, provider: VideoProvider, jobs: list[JobRow], exc: Exception, report: PollReport
+        self, provider: VideoProvider, jobs: list[Job], exc: Exception, report: PollReport
     ) -> None:
         """The status of `jobs` could not be read: tell the breaker, look again after a back-off."""
         if not isinstance(exc, ProviderError):
@@ -252,7 +252,7 @@ class Tracker:
         for job in jobs:
             await self._guarded(job, report, self._backoff(job, exc.retry_after))
 
-    async def _guarded(self, job: JobRow, report: PollReport, work: object) -> None:
+    async def _guarded(self, job: Job, report: PollReport, work: object) -> None:
         """Run one job's step; an exception is logged and the job is simply looked at later."""
         assert asyncio.iscoroutine(work)
         try:
@@ -265,15 +265,13 @@ class Tracker:
             except Exception:
                 log.exception("could not reschedule job %d", job.id)
 
-    async def _backoff(self, job: JobRow, hint: float | None) -> None:
+    async def _backoff(self, job: Job, hint: float | None) -> None:
         async with self._db.transaction() as conn:
             await store.update_fields(
                 conn, job.id, self._clock(), next_poll_at=self._clock() + self._interval(job, hint)
             )
 
-    async def _apply(
-        self, provider: VideoProvider, job: JobRow, snapshot: JobSnapshot | None, report: PollReport
-    ) -> None:
+    async def _apply(self, provider: VideoProvider, job: Job, snapshot: JobSnapshot | None, report: PollReport) -> None:
         now = self._clock()
         if snapshot is None:
             await self._missing(job, "the provider does not know this job")
@@ -294,7 +292,11 @@ class Tracker:
             await self._expire(job)
             return
         state = JobState.QUEUED if snapshot.status == JobStatus.QUEUED else JobState.RUNNING
-        interval = self._interval(job, snapshot.poll_after, snapshot.progress, self._sharing(provider))
+        sharing = self._sharing(provider)
+        hint = snapshot.poll_after
+        if sharing <= 1 and provider.capabilities.poll_floor:
+            hint = max(hint or 0.0, provider.capabilities.poll_floor)
+        interval = self._interval(job, hint, snapshot.progress, sharing)
         report.progress.append(
             store.Progress(
                 job_id=job.id,
@@ -305,7 +307,7 @@ class Tracker:
             )
         )
 
-    async def _finish_success(self, provider: VideoProvider, job: JobRow, snapshot: JobSnapshot) -> bool:
+    async def _finish_success(self, provider: VideoProvider, job: Job, snapshot: JobSnapshot) -> bool:
         self._videos.mkdir(parents=True, exist_ok=True)
         dest = self._videos / f"job-{job.id}.mp4"
         try:
@@ -339,7 +341,7 @@ class Tracker:
         return done
 
     async def _settle(
-        self, job: JobRow, state: JobState, cost: int, *, error: ProviderError | None = None, **fields: object
+        self, job: Job, state: JobState, cost: int, *, error: ProviderError | None = None, **fields: object
     ) -> bool:
         now = self._clock()
         captured = min(cost, job.estimate_micros)
@@ -360,7 +362,7 @@ class Tracker:
                 await self._budget.settle(conn, job.id, captured, now, reason=state)
         return moved
 
-    async def _finish_failure(self, job: JobRow, error: ProviderError) -> None:
+    async def _finish_failure(self, job: Job, error: ProviderError) -> None:
         state, error_code = outcome_of(error)
         now = self._clock()
         async with self._db.transaction() as conn:
@@ -378,7 +380,7 @@ class Tracker:
                 await self._budget.release(conn, job.id, now, reason=f"{state}: {error.message}"[:200])
         log.info("job %d %s: %s", job.id, state, error)
 
-    async def _missing(self, job: JobRow, why: str) -> None:
+    async def _missing(self, job: Job, why: str) -> None:
         if job.poll_failures + 1 >= MAX_MISSING_POLLS:
             await self._finish_failure(job, Rejected(job.provider or "?", why, code="missing"))
             return
@@ -388,7 +390,7 @@ class Tracker:
                 conn, job.id, now, poll_failures=job.poll_failures + 1, next_poll_at=now + self._interval(job, None)
             )
 
-    async def _expire(self, job: JobRow) -> None:
+    async def _expire(self, job: Job) -> None:
         """Past the deadline: keep the hold (the provider may still bill) and poll slowly, then release."""
         now = self._clock()
         assert job.deadline_at is not None
@@ -399,7 +401,7 @@ class Tracker:
             await store.transition(conn, job.id, POLLED - {JobState.EXPIRED}, JobState.EXPIRED, now)
             await store.update_fields(conn, job.id, now, next_poll_at=now + self._poll_max)
 
-    async def _reconcile(self, provider: VideoProvider, job: JobRow) -> None:
+    async def _reconcile(self, provider: VideoProvider, job: Job) -> None:
         """An ambiguous submit: find the job it may have created; never submit again."""
         now = self._clock()
         if job.deadline_at is not None and now > job.deadline_at:
@@ -432,12 +434,12 @@ class Tracker:
                 await store.finish_attempt(conn, attempt_ref, "accepted", now, external_id=external_id)
         log.info("job %d reconciled: %s has it as %s", job.id, provider.name, external_id)
 
-    async def _last_attempt(self, job: JobRow) -> aiosqlite.Row | None:
+    async def _last_attempt(self, job: Job) -> aiosqlite.Row | None:
         attempts = await store.attempts_for(self._db, job.id)
         return attempts[-1] if attempts else None
 
 
-def _one_by_one(provider: VideoProvider, jobs: list[JobRow], failure: Exception) -> bool:
+def _one_by_one(provider: VideoProvider, jobs: list[Job], failure: Exception) -> bool:
     """Whether a failed status read of several jobs is worth asking again job by job: yes for a
     list-status provider (its single lookups are separate requests), unless the whole account is
     refused or rate limited, where more requests would only make it worse."""

@@ -21,11 +21,12 @@ from typing import Any
 import aiosqlite
 
 from bot.db import Database
+from bot.domain.job_state import MADE, ordered
 from bot.prompts import name_skeleton
 
 Source = Database | aiosqlite.Connection
 Params = Sequence[Any] | dict[str, Any]
-FINISHED_JOB_STATES = ("succeeded", "delivered")
+FINISHED_JOB_STATES = ordered(MADE)  # jobs whose video exists
 _TOP = "char(1114111)"  # U+10FFFF sorts after every other code point: "name_key starts with ?"
 
 

@@ -12,77 +12,46 @@ import aiosqlite
 
 from bot.db import Database
 from bot.domain.job_state import ACTIVE, JobState, check_moves, ordered
+from bot.domain.jobs import Job
 
 # A status message shows progress in steps of this many percent: migration 0006 stamps a job's
 # `status_seq` when its progress crosses one (keep the two in step).
 PROGRESS_STEP = 25
 
 
-@dataclass(frozen=True)
-class JobRow:
-    id: int
-    interaction_id: int | None
-    guild_id: int
-    channel_id: int
-    user_id: int
-    locale: str | None
-    prompt: str
-    request: dict[str, Any]
-    providers: tuple[str, ...]
-    provider: str | None
-    external_id: str | None
-    state: JobState
-    progress: int | None
-    estimate_micros: int
-    cost_micros: int | None
-    error_code: str | None
-    error: str | None
-    next_poll_at: float | None
-    poll_failures: int
-    deadline_at: float | None
-    status_message_id: int | None
-    result_message_id: int | None
-    notified_at: float | None  # when its final message was posted (or given up on)
-    result_path: str | None
-    result_sha256: str | None
-    result_size: int | None
-    result_url: str | None
-    created_at: float
-    updated_at: float
-
-    @classmethod
-    def from_row(cls, row: aiosqlite.Row) -> JobRow:
-        return cls(
-            id=row["id"],
-            interaction_id=row["interaction_id"],
-            guild_id=row["guild_id"],
-            channel_id=row["channel_id"],
-            user_id=row["user_id"],
-            locale=row["locale"],
-            prompt=row["prompt"],
-            request=json.loads(row["request_json"]),
-            providers=tuple(p for p in row["providers"].split(",") if p),
-            provider=row["provider"],
-            external_id=row["external_id"],
-            state=JobState(row["state"]),
-            progress=row["progress"],
-            estimate_micros=row["estimate_micros"],
-            cost_micros=row["cost_micros"],
-            error_code=row["error_code"],
-            error=row["error"],
-            next_poll_at=row["next_poll_at"],
-            poll_failures=row["poll_failures"],
-            deadline_at=row["deadline_at"],
-            status_message_id=row["status_message_id"],
-            result_message_id=row["result_message_id"],
-            notified_at=row["notified_at"],
-            result_path=row["result_path"],
-            result_sha256=row["result_sha256"],
-            result_size=row["result_size"],
-            result_url=row["result_url"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-        )
+def job_of(row: aiosqlite.Row) -> Job:
+    """A jobs row as the domain's Job, column by column."""
+    return Job(
+        id=row["id"],
+        interaction_id=row["interaction_id"],
+        guild_id=row["guild_id"],
+        channel_id=row["channel_id"],
+        user_id=row["user_id"],
+        locale=row["locale"],
+        prompt=row["prompt"],
+        request=json.loads(row["request_json"]),
+        providers=tuple(p for p in row["providers"].split(",") if p),
+        provider=row["provider"],
+        external_id=row["external_id"],
+        state=JobState(row["state"]),
+        progress=row["progress"],
+        estimate_micros=row["estimate_micros"],
+        cost_micros=row["cost_micros"],
+        error_code=row["error_code"],
+        error=row["error"],
+        next_poll_at=row["next_poll_at"],
+        poll_failures=row["poll_failures"],
+        deadline_at=row["deadline_at"],
+        status_message_id=row["status_message_id"],
+        result_message_id=row["result_message_id"],
+        notified_at=row["notified_at"],
+        result_path=row["result_path"],
+        result_sha256=row["result_sha256"],
+        result_size=row["result_size"],
+        result_url=row["result_url"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
 
 
 @dataclass(frozen=True)
@@ -133,20 +102,20 @@ async def insert(conn: aiosqlite.Connection, job: NewJob, now: float) -> int:
     return cursor.lastrowid
 
 
-async def get(conn: aiosqlite.Connection | Database, job_id: int) -> JobRow | None:
+async def get(conn: aiosqlite.Connection | Database, job_id: int) -> Job | None:
     sql = "SELECT * FROM jobs WHERE id = ?"
     if isinstance(conn, Database):
         row = await conn.fetchone(sql, (job_id,))
     else:
         async with conn.execute(sql, (job_id,)) as cursor:
             row = await cursor.fetchone()
-    return None if row is None else JobRow.from_row(row)
+    return None if row is None else job_of(row)
 
 
-async def by_interaction(conn: aiosqlite.Connection, interaction_id: int) -> JobRow | None:
+async def by_interaction(conn: aiosqlite.Connection, interaction_id: int) -> Job | None:
     async with conn.execute("SELECT * FROM jobs WHERE interaction_id = ?", (interaction_id,)) as cursor:
         row = await cursor.fetchone()
-    return None if row is None else JobRow.from_row(row)
+    return None if row is None else job_of(row)
 
 
 async def transition(
@@ -197,19 +166,19 @@ async def postpone(
         )
 
 
-async def due(db: Database, now: float, states: Collection[JobState], limit: int = 500) -> list[JobRow]:
+async def due(db: Database, now: float, states: Collection[JobState], limit: int = 500) -> list[Job]:
     in_states, params = _one_of(states)
     rows = await db.fetchall(
         f"SELECT * FROM jobs WHERE {in_states}"
         " AND (next_poll_at IS NULL OR next_poll_at <= ?) ORDER BY next_poll_at LIMIT ?",
         (*params, now, limit),
     )
-    return [JobRow.from_row(r) for r in rows]
+    return [job_of(r) for r in rows]
 
 
 async def due_next(
     db: Database, provider: str, states: Collection[JobState], after: float, until: float, limit: int
-) -> list[JobRow]:
+) -> list[Job]:
     """`provider`'s jobs in `states` that fall due next (after `after`, up to `until`), soonest first:
     what fills a batched status request that would otherwise go out partly empty."""
     in_states, params = _one_of(states)
@@ -218,7 +187,7 @@ async def due_next(
         " AND next_poll_at <= ? AND provider = ? AND external_id IS NOT NULL ORDER BY next_poll_at LIMIT ?",
         (*params, after, until, provider, limit),
     )
-    return [JobRow.from_row(r) for r in rows]
+    return [job_of(r) for r in rows]
 
 
 async def count_by_provider(db: Database, states: Collection[JobState]) -> dict[str, int]:
@@ -306,19 +275,11 @@ async def finish_attempt(
     )
 
 
-async def open_attempt(conn: aiosqlite.Connection, job_id: int) -> aiosqlite.Row | None:
-    async with conn.execute(
-        "SELECT * FROM attempts WHERE job_id = ? AND state IN ('sending', 'ambiguous') ORDER BY n DESC LIMIT 1",
-        (job_id,),
-    ) as cursor:
-        return await cursor.fetchone()
-
-
 async def attempts_for(db: Database, job_id: int) -> list[aiosqlite.Row]:
     return await db.fetchall("SELECT * FROM attempts WHERE job_id = ? ORDER BY n", (job_id,))
 
 
-async def unnotified(db: Database, states: Collection[JobState], now: float, limit: int) -> list[JobRow]:
+async def unnotified(db: Database, states: Collection[JobState], now: float, limit: int) -> list[Job]:
     """Finished jobs whose final message is still owed, due now."""
     in_states, params = _one_of(states)
     rows = await db.fetchall(
@@ -326,7 +287,7 @@ async def unnotified(db: Database, states: Collection[JobState], now: float, lim
         " AND (next_poll_at IS NULL OR next_poll_at <= ?) ORDER BY updated_at LIMIT ?",
         (*params, now, limit),
     )
-    return [JobRow.from_row(r) for r in rows]
+    return [job_of(r) for r in rows]
 
 
 @dataclass(frozen=True)

@@ -5,23 +5,23 @@ from __future__ import annotations
 import discord
 
 from bot.domain.job_state import MADE, JobState
+from bot.domain.jobs import Job
 from bot.domain.money import format_usd
 from bot.i18n import t
 from bot.services.generation import RouteStep
-from bot.store.jobs import JobRow
 
 PROMPT_PREVIEW = 300
 
 
-def _progress(job: JobRow) -> str:
+def _progress(job: Job) -> str:
     return f"{job.progress}%" if job.progress is not None else ""
 
 
-def state_text(job: JobRow, locale: str) -> str:
+def state_text(job: Job, locale: str) -> str:
     return t(f"state.{job.state}", locale, progress=_progress(job)).strip()
 
 
-def status_embed(job: JobRow, requester_mention: str, locale: str) -> discord.Embed:
+def status_embed(job: Job, requester_mention: str, locale: str) -> discord.Embed:
     prompt = job.prompt if len(job.prompt) <= PROMPT_PREVIEW else job.prompt[: PROMPT_PREVIEW - 1] + "…"
     embed = discord.Embed(title=t("status.title", locale, job=job.id), colour=discord.Colour.blurple())
     embed.add_field(name=t("status.prompt", locale), value=discord.utils.escape_markdown(prompt), inline=False)
@@ -39,7 +39,7 @@ def human_size(size: int) -> str:
     return f"{size / (1024 * 1024):.1f} MiB"
 
 
-def failure_text(job: JobRow, locale: str) -> str:
+def failure_text(job: Job, locale: str) -> str:
     user = f"<@{job.user_id}>"
     reason = discord.utils.escape_mentions(job.error or "no reason given")
     amount = format_usd(job.estimate_micros, locale)
@@ -67,7 +67,7 @@ def _reason(step: RouteStep) -> str:
     return discord.utils.escape_mentions(step.error or "no reason given")
 
 
-def route_notes(job: JobRow, steps: list[RouteStep], locale: str, *, fallback_possible: bool = False) -> list[str]:
+def route_notes(job: Job, steps: list[RouteStep], locale: str, *, fallback_possible: bool = False) -> list[str]:
     """Lines added to a job's final message about its providers.
 
     - it fell back: which provider ran and why each earlier one did not;

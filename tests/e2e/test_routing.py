@@ -20,7 +20,7 @@ import pytest
 from bot.app import Castbot
 from bot.providers.base import Orientation, Quality
 from bot.providers.relay import RelayTimeouts
-from bot.providers.router import typical_request
+from bot.services.routing import typical_request
 from discord_sandbox import DiscordSandbox, Member, StoredMessage
 from discord_sandbox.clips import make_clip
 from tests.conftest import BotHarness, Simulators, World

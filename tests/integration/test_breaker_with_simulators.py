@@ -24,11 +24,11 @@ from bot.providers.kling import KlingProvider
 from bot.providers.local import LocalProvider
 from bot.providers.openai import OpenAIProvider
 from bot.providers.pricing import PriceBook
-from bot.providers.router import NoProviderAvailable, RouteNeeds, fallback_allowed, route
 from bot.services.about import AboutService
 from bot.services.actors import Actor
 from bot.services.guilds import GuildSettings
 from bot.services.health import HealthService
+from bot.services.routing import NoProviderAvailable, RouteNeeds, fallback_allowed, route
 from bot.ui.about import about_embed
 from tests.conftest import Simulators
 from tests.fakes.kling_sim import KlingSim
@@ -159,7 +159,9 @@ async def test_openai_503s_open_the_breaker_then_one_probe_closes_it(
     states = await health.states(providers)
     assert [c.name for c in route(NEEDS, providers, guild, states, now=clock.now)] == ["local"]
     lines = await provider_lines(db, providers, health)
-    assert lines["openai"].startswith(f"**openai (`sora-2`)**: paused after repeated failures until <t:{int(START) + 60}:t>")
+    assert lines["openai"].startswith(
+        f"**openai (`sora-2`)**: paused after repeated failures until <t:{int(START) + 60}:t>"
+    )
     assert lines["openai"].endswith("· $0.80 per typical video")
     assert lines["local"] == "**local**: healthy · offline, free"
 
@@ -175,4 +177,6 @@ async def test_openai_503s_open_the_breaker_then_one_probe_closes_it(
     assert (await health.state("openai")).state == "closed"
     assert await health.allow("openai")
     assert len(openai_sim.creates()) == 4
-    assert (await provider_lines(db, providers, health))["openai"] == "**openai (`sora-2`)**: healthy · $0.80 per typical video"
+    assert (await provider_lines(db, providers, health))[
+        "openai"
+    ] == "**openai (`sora-2`)**: healthy · $0.80 per typical video"

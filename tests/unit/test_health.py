@@ -20,10 +20,10 @@ from bot.providers.base import (
     RejectReason,
     Unavailable,
 )
-from bot.providers.router import ProviderNotAllowed
 from bot.services.actors import Actor
 from bot.services.guilds import GuildService
 from bot.services.health import HealthService, classify
+from bot.services.routing import ProviderNotAllowed
 
 START = 1_790_000_000.0
 P = "openai"

@@ -10,7 +10,7 @@ import pytest
 from bot.config import Settings
 from bot.providers.base import Orientation, Quality
 from bot.providers.registry import ProviderNotConfigured, build_providers
-from bot.providers.router import typical_request
+from bot.services.routing import typical_request
 
 
 async def test_default_is_local_only(tmp_path: Path) -> None:

@@ -29,7 +29,8 @@ from bot.providers.local import LocalProvider
 from bot.providers.openai import OpenAIProvider
 from bot.providers.pricing import DEFAULT_PRICES, PriceBook
 from bot.providers.relay import RelayProvider
-from bot.providers.router import (
+from bot.services.guilds import GuildSettings
+from bot.services.routing import (
     BreakerState,
     Candidate,
     NoProviderAvailable,
@@ -40,7 +41,6 @@ from bot.providers.router import (
     route,
     typical_request,
 )
-from bot.services.guilds import GuildSettings
 
 NOW = 1_790_000_000.0
 LAND, STD = Orientation.LANDSCAPE, Quality.STANDARD
