@@ -52,6 +52,10 @@ class Capabilities:
     status_by_list: bool = False
     # reference-to-video engines that cannot make a video without at least this many characters
     min_characters: int = 0
+    # the least time between two looks at one job where each look is its own request and the
+    # provider gives no hint (its renders take minutes): looking every POLL_MIN would cost more
+    # requests than it saves lag
+    poll_floor: float = 0.0
     # a finished job's download URL opens without our key, so members can be given it when the
     # video cannot be attached (Gemini's needs the key)
     shareable_results: bool = True

@@ -81,6 +81,8 @@ MEDIA_RETENTION_SECONDS = 6 * 24 * 3600
 # 5 s each, since containers round durations up). A model family that wants other lengths
 # (Kling video elements, 3-8 s) would need a second trim.
 CLIP_SECONDS = 4.5
+# fal suggests polling a request every 5-10 s; reference-to-video renders take minutes
+POLL_FLOOR = 10.0
 CLIP_MIN_FPS = 16  # Wan refuses reference videos under 16 fps; phones film at 24-60, old clips at 12-15
 CLIP_MIN_SECONDS = 2.0
 CLIP_MAX_SIDES = (1280, 720)  # tried in turn until the clip fits CLIP_MAX_BYTES
@@ -363,6 +365,7 @@ class FalProvider(VideoProvider):
             qualities=frozenset({Quality.STANDARD, *([Quality.PRO] if self._pro or self._model.pro_unit else [])}),
             max_characters=min(m.max_refs for m in used),
             min_characters=max(m.min_refs for m in used),
+            poll_floor=POLL_FLOOR,
             needs_handle=True,
             mention_style=MentionStyle.REFERENCE_INDEX,
             batch_status=False,

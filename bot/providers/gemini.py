@@ -144,6 +144,8 @@ DEFAULT_MODEL = "gemini-omni-1.1-flash"
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=30.0, write=60.0, pool=10.0)
 API = "/v1beta"
 FILE_TTL = 48 * 3600.0  # Files-API uploads are deleted after 48 h
+# Google suggests polling an interaction every 10-15 s; renders take one to three minutes
+POLL_FLOOR = 10.0
 PREAMBLE_CHARS = 400  # the most the line naming one character adds to the prompt
 IMAGES_ONLY = "images-only"  # external_id of a handle without an uploaded clip
 STATUS_CONCURRENCY = 4  # GETs in flight at once when many jobs are polled
@@ -266,6 +268,7 @@ class GeminiProvider(VideoProvider):
             needs_handle=True,
             mention_style=MentionStyle.REFERENCE_INDEX,
             shareable_results=False,  # the Files API wants our key for the download
+            poll_floor=POLL_FLOOR,
             batch_status=False,
             paid=True,
             authoritative_reconcile=False,
