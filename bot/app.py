@@ -19,7 +19,7 @@ from bot.config import Settings
 from bot.db import Database
 from bot.domain.money import BadAmount
 from bot.errors import UserFacingError
-from bot.i18n import CastbotTranslator, t
+from bot.i18n import t
 from bot.providers.base import VideoProvider
 from bot.services.about import AboutService
 from bot.services.budget import BudgetService
@@ -31,6 +31,7 @@ from bot.services.guilds import GuildService
 from bot.services.health import HealthService
 from bot.services.tracking import Tracker
 from bot.ui.replies import fit_content, locale_of, reply
+from bot.ui.translator import CastbotTranslator
 
 log = logging.getLogger(__name__)
 

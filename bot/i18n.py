@@ -5,7 +5,7 @@ file per area of the bot (`core.json`, `characters.json`...), keyed by message i
 locale are merged and a message id may appear in only one of them. English is complete by
 definition; a missing key in another locale falls back to English so a half-translated catalog
 never breaks a reply. Command names and descriptions use the same catalog through
-`CastbotTranslator`, keyed by `cmd.*` ids carried in `locale_str` extras.
+bot/ui/translator.py, keyed by `cmd.*` ids carried in `locale_str` extras.
 
 Inside a message, besides plain `{name}` fields:
 - `{count:one=# video|other=# videos}` picks the plural form for the reader's language: the text
@@ -28,17 +28,14 @@ import json
 import logging
 import re
 import string
-import unicodedata
 from collections.abc import Mapping
+from enum import Enum
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from discord import Locale, app_commands
-from discord.app_commands import TranslationContextLocation as Where
-
 from bot.domain import locales
-from bot.domain.locales import format_number, language, plural_category
+from bot.domain.locales import format_number, plural_category
 from bot.domain.money import Money, format_usd
 from bot.domain.text import Lines, Localizable
 
@@ -46,11 +43,6 @@ log = logging.getLogger(__name__)
 
 LOCALES_DIR = Path(__file__).resolve().parent / "locales"
 DEFAULT_LOCALE = "en"
-# Options whose names are not renamed with `cmd(...)` are looked up as `cmd.option.<name>`.
-OPTION_PREFIX = "cmd.option."
-
-NAME_MAX, DESCRIPTION_MAX, CHOICE_MAX = 32, 100, 100
-
 _FORM = re.compile(r"^(zero|one|two|few|many|other)=([^|]*)$")
 
 
@@ -85,12 +77,12 @@ def available_locales() -> list[str]:
     return list(_locales())
 
 
-def resolve_locale(locale: str | Locale | None) -> str:
+def resolve_locale(locale: str | Enum | None) -> str:
     """The catalog for a Discord locale: exact (`pt-BR`), same language (`en-GB` → `en`,
     `es-419` → `es-ES`), then English."""
     if locale is None:
         return DEFAULT_LOCALE
-    code = str(locale.value if isinstance(locale, Locale) else locale)
+    code = str(locale.value if isinstance(locale, Enum) else locale)  # discord.Locale is an Enum
     return catalog_name(locales.closest(code))
 
 
@@ -137,7 +129,7 @@ def _render(text: str, locale: str, params: Mapping[str, Any]) -> str:
     return _Formatter(locale).vformat(text, (), params)
 
 
-def t(key: str, locale: str | Locale | None = None, /, **params: Any) -> str:
+def t(key: str, locale: str | Enum | None = None, /, **params: Any) -> str:
     """The message `key` in `locale`, formatted with `params`."""
     code = resolve_locale(locale)
     text = catalog(code).get(key)
@@ -160,66 +152,6 @@ def t(key: str, locale: str | Locale | None = None, /, **params: Any) -> str:
         return english
 
 
-def render(text: Localizable, locale: str | Locale | None) -> str:
+def render(text: Localizable, locale: str | Enum | None) -> str:
     """A Localizable in `locale`, its Localizable parameters too."""
     return t(text.key, locale, **text.params)
-
-
-def cmd(key: str) -> app_commands.locale_str:
-    """A command name/description: Discord gets the English text; the translator looks up `key`."""
-    return app_commands.locale_str(t(key, DEFAULT_LOCALE), key=key)
-
-
-def is_command_name(text: str) -> bool:
-    """Discord's rule for slash command, subcommand and option names: 1–32 of `-`, `_`, letters
-    and digits (any script), lowercase where the script has case."""
-    if not 1 <= len(text) <= NAME_MAX or text != text.lower():
-        return False
-    return all(c in "-_" or unicodedata.category(c)[0] in "LN" or _indic(c) for c in text)
-
-
-_INDIC = re.compile(r"[\u0900-\u097f\u0e00-\u0e7f]")  # Devanagari and Thai marks are allowed too
-
-
-def _indic(char: str) -> bool:
-    return bool(_INDIC.match(char))
-
-
-def fits_discord(text: str, location: Where, data: object = None) -> bool:
-    """Whether Discord accepts `text` at this place of a command payload."""
-    if location in (Where.command_description, Where.group_description, Where.parameter_description):
-        return 1 <= len(text) <= DESCRIPTION_MAX
-    if location is Where.choice_name:
-        return 1 <= len(text) <= CHOICE_MAX
-    if location is Where.command_name and isinstance(data, app_commands.ContextMenu):
-        return 1 <= len(text) <= NAME_MAX  # menu names may have spaces and capitals
-    if location in (Where.command_name, Where.group_name, Where.parameter_name):
-        return is_command_name(text)
-    return True
-
-
-class CastbotTranslator(app_commands.Translator):
-    """Localises command metadata from the catalogs; None means 'keep the English default'."""
-
-    async def translate(
-        self,
-        string: app_commands.locale_str,
-        locale: Locale,
-        context: app_commands.TranslationContextTypes,
-    ) -> str | None:
-        key = string.extras.get("key")
-        if not key and context.location is Where.parameter_name:
-            key = OPTION_PREFIX + string.message
-        if not key:
-            return None
-        code = resolve_locale(locale)
-        if language(code) == language(DEFAULT_LOCALE):
-            return None
-        text = catalog(code).get(key)
-        if text is None:
-            return None
-        if not fits_discord(text, context.location, context.data):
-            # Discord would refuse the whole sync for one bad name: keep the English one instead.
-            log.error("translation %s of %r is not allowed by Discord here: %r", code, key, text)
-            return None
-        return text

@@ -7,9 +7,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import Castbot
-from bot.i18n import cmd
 from bot.ui.about import about_embed
 from bot.ui.replies import locale_of
+from bot.ui.translator import cmd
 
 
 class AdminCog(commands.Cog):

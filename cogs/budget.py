@@ -7,10 +7,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import Castbot
-from bot.i18n import cmd
 from bot.services.budget import BudgetService
 from bot.ui.budget import budget_embed, budget_set_content
 from bot.ui.replies import locale_of
+from bot.ui.translator import cmd
 from cogs._common import actor_of
 
 

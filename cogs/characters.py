@@ -11,7 +11,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import Castbot
-from bot.i18n import cmd, t
+from bot.i18n import t
 from bot.services.character_errors import UploadRefused
 from bot.services.characters import CharacterService, Upload
 from bot.ui.characters import (
@@ -27,6 +27,7 @@ from bot.ui.characters import (
     shared_reply,
 )
 from bot.ui.replies import locale_of, report_error
+from bot.ui.translator import cmd
 from cogs._common import actor_of
 
 log = logging.getLogger(__name__)

@@ -13,12 +13,13 @@ from discord.ext import commands
 from bot.app import Castbot
 from bot.domain.jobs import Job
 from bot.domain.money import format_usd
-from bot.i18n import cmd, t
+from bot.i18n import t
 from bot.services.generation import GenerateCommand
 from bot.ui.characters import COG_NAME as CHARACTERS_COG
 from bot.ui.generation import status_embed
 from bot.ui.job_buttons import DELIVERY_COG, GENERATE_COG, JOB_BUTTONS, status_view
 from bot.ui.replies import locale_of
+from bot.ui.translator import cmd
 from cogs._common import actor_of
 
 log = logging.getLogger(__name__)

@@ -7,10 +7,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import Castbot
-from bot.i18n import cmd
 from bot.services.jobs_view import JobsViewService
 from bot.ui.jobs import jobs_embed
 from bot.ui.replies import locale_of
+from bot.ui.translator import cmd
 from cogs._common import actor_of
 
 

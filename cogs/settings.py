@@ -8,10 +8,11 @@ from discord.ext import commands
 
 from bot.app import Castbot
 from bot.domain.locales import LOCALES, display_name
-from bot.i18n import cmd, t
+from bot.i18n import t
 from bot.services.server_settings import SettingsService, timezones_matching
 from bot.ui.replies import locale_of
 from bot.ui.settings import settings_embed
+from bot.ui.translator import cmd
 from cogs._common import actor_of
 
 

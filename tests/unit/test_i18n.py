@@ -16,19 +16,8 @@ from bot.domain.locales import format_number, plural_category
 from bot.domain.locales import plural_categories as categories
 from bot.domain.money import Money
 from bot.domain.text import Lines, Localizable
-from bot.i18n import (
-    LOCALES_DIR,
-    CastbotTranslator,
-    available_locales,
-    catalog,
-    cmd,
-    is_command_name,
-    parse_forms,
-    render,
-    resolve_locale,
-    select,
-    t,
-)
+from bot.i18n import LOCALES_DIR, available_locales, catalog, parse_forms, render, resolve_locale, select, t
+from bot.ui.translator import CastbotTranslator, cmd, is_command_name
 
 
 def placeholders(text: str) -> set[str]:

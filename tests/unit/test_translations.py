@@ -18,16 +18,8 @@ import pytest
 
 from bot.domain import locales
 from bot.domain.locales import plural_categories as categories
-from bot.i18n import (
-    LOCALES_DIR,
-    OPTION_PREFIX,
-    available_locales,
-    catalog,
-    catalog_name,
-    is_command_name,
-    parse_forms,
-    t,
-)
+from bot.i18n import LOCALES_DIR, available_locales, catalog, catalog_name, parse_forms, t
+from bot.ui.translator import OPTION_PREFIX, is_command_name
 
 # Every translated catalog: derived from the one list of supported languages.
 LOCALES = tuple(catalog_name(code) for code in locales.LOCALES if code != locales.DEFAULT)
