@@ -29,6 +29,8 @@ from bot.services.delivery import DeliveryService
 from bot.services.generation import GenerationService
 from bot.services.guilds import GuildService
 from bot.services.health import HealthService
+from bot.services.jobs_view import JobsViewService
+from bot.services.server_settings import SettingsService
 from bot.services.tracking import Tracker
 from bot.ui.replies import fit_content, locale_of, reply
 from bot.ui.translator import CastbotTranslator
@@ -55,6 +57,8 @@ class Services:
     generation: GenerationService
     tracker: Tracker
     delivery: DeliveryService
+    settings: SettingsService
+    jobs: JobsViewService
     loop_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
     def wake_loop(self) -> None:
@@ -92,6 +96,8 @@ def build_services(
         generation=generation,
         tracker=tracker,
         delivery=DeliveryService(db),
+        settings=SettingsService(guilds, tuple(providers), health),
+        jobs=JobsViewService(db, guilds),
     )
 
 

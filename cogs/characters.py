@@ -284,8 +284,4 @@ class CharactersCog(commands.Cog, name=COG_NAME):
 
 
 async def setup(bot: Castbot) -> None:
-    # one instance per bot: registrations of a character are serialised inside it
-    service = getattr(bot.services, "characters", None)
-    if not isinstance(service, CharacterService):
-        service = CharacterService(bot.db, bot.settings, bot.providers, bot.services.guilds, bot.http_client)
-    await bot.add_cog(CharactersCog(bot, service))
+    await bot.add_cog(CharactersCog(bot, bot.services.characters))

@@ -31,4 +31,4 @@ class JobsCog(commands.Cog):
 
 
 async def setup(bot: Castbot) -> None:
-    await bot.add_cog(JobsCog(bot, JobsViewService(bot.db, bot.services.guilds)))
+    await bot.add_cog(JobsCog(bot, bot.services.jobs))

@@ -99,5 +99,4 @@ class SettingsCog(commands.Cog):
 
 
 async def setup(bot: Castbot) -> None:
-    services = bot.services
-    await bot.add_cog(SettingsCog(bot, SettingsService(services.guilds, tuple(bot.providers), services.health)))
+    await bot.add_cog(SettingsCog(bot, bot.services.settings))

@@ -6,14 +6,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
-import httpx
-
 from bot import __version__
 from bot.config import Settings
 from bot.db import Database
 from bot.providers.base import Orientation, Quality, VideoProvider
 from bot.providers.pricing import UnknownPrice
-from bot.providers.registry import ProviderNotConfigured, build_providers
 from bot.services.health import HealthService
 from bot.services.routing import typical_request
 
@@ -55,34 +52,25 @@ class AboutService:
         self,
         settings: Settings,
         db: Database,
-        providers: Mapping[str, VideoProvider] | None = None,
-        health: HealthService | None = None,
+        providers: Mapping[str, VideoProvider],
+        health: HealthService,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
         self._db = db
         self._providers = providers
-        self._health = health or HealthService(db, clock)
+        self._health = health
         self._clock = clock
         self._prices: dict[str, int | None] | None = None
 
     async def _typical_prices(self) -> dict[str, int | None]:
         """Prices do not change while running: computed once."""
         if self._prices is None:
-            if self._providers is not None:
-                self._prices = {name: typical_price(p) for name, p in self._providers.items()}
-            else:
-                # Not handed the live adapters: build estimate-only ones (estimates never use HTTP).
-                try:
-                    async with httpx.AsyncClient() as client:
-                        built = build_providers(self._settings, client)
-                        self._prices = {name: typical_price(p) for name, p in built.items()}
-                except ProviderNotConfigured:
-                    self._prices = {}
+            self._prices = {name: typical_price(p) for name, p in self._providers.items()}
         return self._prices
 
     async def about(self) -> AboutInfo:
-        names = list(self._providers) if self._providers is not None else list(self._settings.enabled_providers())
+        names = list(self._providers)
         states = await self._health.states(names)
         prices = await self._typical_prices()
         now = self._clock()
@@ -100,7 +88,7 @@ class AboutService:
                     disabled_reason=breaker.reason,
                     paid=name != "local",
                     price_micros=prices.get(name),
-                    model=self._providers[name].model if self._providers and name in self._providers else "",
+                    model=self._providers[name].model,
                 )
             )
         return AboutInfo(version=__version__, providers=tuple(statuses))

@@ -83,7 +83,7 @@ class HealthService:
         db: Database,
         clock: Callable[[], float] = time.time,
         *,
-        guilds: GuildService | None = None,
+        guilds: GuildService,
         configured: Collection[str] | None = None,
         window_seconds: float = 600,
         min_failures: int = 5,
@@ -98,7 +98,7 @@ class HealthService:
             raise ValueError("window, probe timeout and consecutive count must be positive")
         self._db = db
         self._clock = clock
-        self._guilds = guilds or GuildService(db, clock)
+        self._guilds = guilds
         self._configured = frozenset(configured) if configured is not None else None
         self._window = window_seconds
         self._min_failures = min_failures

@@ -64,7 +64,7 @@ class SettingsService:
         self,
         guilds: GuildService,
         configured_providers: Sequence[str],
-        health: ProviderEnabler | None = None,
+        health: ProviderEnabler,
     ) -> None:
         self._guilds = guilds
         self._configured = tuple(configured_providers)
@@ -73,10 +73,6 @@ class SettingsService:
     @property
     def configured_providers(self) -> tuple[str, ...]:
         return self._configured
-
-    @property
-    def can_enable_providers(self) -> bool:
-        return self._health is not None
 
     async def show(self, actor: Actor) -> GuildSettings:
         if actor.guild_id is None:
@@ -118,13 +114,11 @@ class SettingsService:
             changes["fallback"] = fallback
         if enable_provider is not None:
             self._check_configured([enable_provider.strip().lower()])
-            if self._health is None:
-                raise SettingsProblem("settings.error.enable_unavailable")
         if not changes and enable_provider is None:
             return SettingsChange(await self._guilds.get(guild_id), ())
         saved = await self._guilds.update(actor, **changes) if changes else await self._guilds.get(guild_id)
         enabled = None
-        if enable_provider is not None and self._health is not None:
+        if enable_provider is not None:
             enabled = enable_provider.strip().lower()
             await self._health.enable(actor, enabled)
         return SettingsChange(saved, tuple(changes), enabled)

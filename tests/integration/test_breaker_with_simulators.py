@@ -26,7 +26,7 @@ from bot.providers.openai import OpenAIProvider
 from bot.providers.pricing import PriceBook
 from bot.services.about import AboutService
 from bot.services.actors import Actor
-from bot.services.guilds import GuildSettings
+from bot.services.guilds import GuildService, GuildSettings
 from bot.services.health import HealthService
 from bot.services.routing import NoProviderAvailable, RouteNeeds, fallback_allowed, route
 from bot.ui.about import about_embed
@@ -102,7 +102,7 @@ async def test_kling_out_of_balance_is_disabled_until_a_moderator_enables_it(
     db: Database, kling_sim: KlingSim, providers: dict[str, VideoProvider]
 ) -> None:
     clock = Clock()
-    health = HealthService(db, clock, configured=providers)
+    health = HealthService(db, clock, guilds=GuildService(db, clock), configured=providers)
     kling = providers["kling"]
     kling_sim.add_fault("create", http=429, code=1102, message="resource pack exhausted")
 
@@ -143,7 +143,7 @@ async def test_openai_503s_open_the_breaker_then_one_probe_closes_it(
     db: Database, openai_sim: OpenAISim, providers: dict[str, VideoProvider]
 ) -> None:
     clock = Clock()
-    health = HealthService(db, clock)
+    health = HealthService(db, clock, guilds=GuildService(db, clock))
     openai = providers["openai"]
     openai_sim.script("create", Fault.UNAVAILABLE, times=3)
 

@@ -47,7 +47,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def health(db: Database, clock: Clock) -> HealthService:
-    return HealthService(db, clock)
+    return HealthService(db, clock, guilds=GuildService(db, clock))
 
 
 def down() -> Unavailable:
@@ -184,7 +184,7 @@ async def test_exactly_one_concurrent_caller_gets_the_probe(health: HealthServic
     state = await health.state(P)
     assert (state.state, state.probe_in_flight) == ("half_open", True)
     # a second service over the same database agrees: the probe is taken
-    assert not await HealthService(health._db, clock).allow(P)
+    assert not await HealthService(health._db, clock, guilds=GuildService(health._db, clock)).allow(P)
 
 
 async def test_probe_success_closes_and_resets_the_backoff(health: HealthService, clock: Clock) -> None:
@@ -311,7 +311,7 @@ async def test_state_survives_reopening_the_database(tmp_path: Path, clock: Cloc
     path = tmp_path / "restart.sqlite3"
     first = await Database.open(path)
     await first.migrate()
-    health = HealthService(first, clock)
+    health = HealthService(first, clock, guilds=GuildService(first, clock))
     await fail(health, 3)
     await health.record("kling", ok=False, error=QuotaExhausted("kling", "no balance", code="1102"), phase="submit")
     await first.close()
@@ -319,7 +319,7 @@ async def test_state_survives_reopening_the_database(tmp_path: Path, clock: Cloc
     second = await Database.open(path)
     try:
         await second.migrate()
-        again = HealthService(second, clock)
+        again = HealthService(second, clock, guilds=GuildService(second, clock))
         states = await again.states(["openai", "kling", "local"])
         assert states["openai"].state == "open"
         assert states["openai"].open_until == START + 60
