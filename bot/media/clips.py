@@ -1,7 +1,7 @@
 """Character clips: probe an upload, extract reference frames, pick and cut the best window.
 
 Everything here is synchronous and CPU/disk bound: call it through `asyncio.to_thread`.
-All reading goes through PyAV with a demuxer allow-list (see `bot.media_scan`); nothing reads a
+All reading goes through PyAV with a demuxer allow-list (see `bot.media.scan`); nothing reads a
 whole file into memory, and probing decodes only a few frames.
 """
 
@@ -21,9 +21,8 @@ import av.container
 import av.stream
 from PIL import Image
 
-from bot.media_download import DownloadTooLarge, download_capped, sha256_file, stream_to_file
-from bot.media_encode import VideoWriter, even_size, video_encoder
-from bot.media_scan import (
+from bot.media.encode import VideoWriter, even_size
+from bot.media.scan import (
     MAX_PIXELS,
     MAX_SIDE,
     Sample,
@@ -39,22 +38,6 @@ from bot.media_scan import (
     start_offset,
     to_display_image,
 )
-
-__all__ = [
-    "ClipInfo",
-    "ClipProblem",
-    "ClipRejected",
-    "DownloadTooLarge",
-    "best_window",
-    "download_capped",
-    "extract_reference_frames",
-    "probe_clip",
-    "sha256_file",
-    "stream_to_file",
-    "trim_clip",
-    "video_encoder",
-    "write_video",
-]
 
 log = logging.getLogger(__name__)
 
