@@ -23,8 +23,8 @@ from bot.i18n import t
 from bot.providers.base import VideoProvider
 from bot.services.about import AboutService
 from bot.services.budget import BudgetService
-from bot.services.character_text import shown
 from bot.services.characters import CharacterService
+from bot.services.characters.text import shown
 from bot.services.delivery import DeliveryService
 from bot.services.generation import GenerationService
 from bot.services.guilds import GuildService

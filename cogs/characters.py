@@ -12,8 +12,8 @@ from discord.ext import commands
 
 from bot.app import Castbot
 from bot.i18n import t
-from bot.services.character_errors import UploadRefused
 from bot.services.characters import CharacterService, Upload
+from bot.services.characters.errors import UploadRefused
 from bot.ui.characters import (
     COG_NAME,
     PageButton,

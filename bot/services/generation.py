@@ -36,8 +36,8 @@ from bot.providers.base import (
 )
 from bot.services.actors import Actor
 from bot.services.budget import BudgetService
-from bot.services.character_text import shown
 from bot.services.characters import CharacterService, UsableCharacter
+from bot.services.characters.text import shown
 from bot.services.guilds import GuildService
 from bot.services.health import HealthService
 from bot.services.job_outcome import outcome_of

@@ -11,8 +11,8 @@ import pytest
 from bot.app import Castbot
 from bot.i18n import t
 from bot.services.actors import Actor
-from bot.services.character_errors import UnknownCharacters, Unusable
 from bot.services.characters import CharacterService
+from bot.services.characters.errors import UnknownCharacters, Unusable
 from discord_sandbox import DiscordSandbox, StoredMessage
 from discord_sandbox.clips import make_clip, make_png_as_mp4, make_truncated
 from tests.conftest import BotHarness, Simulators, World

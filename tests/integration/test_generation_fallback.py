@@ -24,8 +24,8 @@ from bot.domain.job_state import JobState
 from bot.providers.base import QuotaExhausted, Unavailable, VideoProvider
 from bot.providers.registry import build_providers
 from bot.services.actors import Actor
-from bot.services.character_handles import unexpired
-from bot.services.character_values import Upload
+from bot.services.characters.handles import unexpired
+from bot.services.characters.values import Upload
 from bot.services.generation import GenerateCommand, RouteStep
 from bot.ui.generation import route_notes
 from discord_sandbox.clips import make_clip

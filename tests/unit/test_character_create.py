@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from bot.i18n import t
-from bot.services.character_errors import (
+from bot.services.characters.errors import (
     ClipRefused,
     InvalidCharacterName,
     JobNotFound,
     NameTaken,
     UploadRefused,
 )
-from bot.services.character_text import free_name, normalise_share_code, shown
+from bot.services.characters.text import free_name, normalise_share_code, shown
 from discord_sandbox.clips import make_clip, make_png_as_mp4, make_truncated
 from tests.unit.test_character_service import MEMBER, OWNER, ClipServer, Env, clip_bytes, clip_server, make_env
 
@@ -269,7 +269,7 @@ def test_every_message_the_service_can_raise_is_in_the_catalog() -> None:
     from bot.i18n import catalog
     from bot.media import ClipProblem
     from bot.prompts import NameProblem
-    from bot.services.character_errors import Unusable
+    from bot.services.characters.errors import Unusable
 
     en = catalog("en")
     needed = {f"characters.name.{p.value}" for p in NameProblem}

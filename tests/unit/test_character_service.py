@@ -22,7 +22,8 @@ from bot.i18n import t
 from bot.providers.base import VideoProvider
 from bot.providers.local import LocalProvider
 from bot.services.actors import Actor
-from bot.services.character_errors import (
+from bot.services.characters import CharacterService, Created, Upload
+from bot.services.characters.errors import (
     AlreadyImported,
     CannotDelete,
     CannotDeleteImport,
@@ -35,7 +36,6 @@ from bot.services.character_errors import (
     UnknownShareCode,
     Unusable,
 )
-from bot.services.characters import CharacterService, Created, Upload
 from bot.services.guilds import GuildService
 from discord_sandbox.clips import make_clip
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from bot import media
-from bot.services.character_errors import ClipRefused, UploadRefused
+from bot.services.characters.errors import ClipRefused, UploadRefused
 
 log = logging.getLogger(__name__)
 

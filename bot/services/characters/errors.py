@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from bot.domain.text import Lines, Localizable
 from bot.errors import UserFacingError
 from bot.prompts import name_key
-from bot.services.character_text import shown
+from bot.services.characters.text import shown
 
 
 class InvalidCharacterName(UserFacingError):

@@ -14,8 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from bot.db import Database
 from bot.providers.base import CharacterHandle, ProviderError, Rejected, RejectReason, VideoProvider
-from bot.services.character_files import KeyedLocks
-from bot.services.character_values import UsableCharacter
+from bot.services.characters.files import KeyedLocks
+from bot.services.characters.values import UsableCharacter
 from bot.store import characters as store
 
 REFUSING = (RejectReason.UNSUPPORTED, RejectReason.MODERATION)

@@ -11,8 +11,8 @@ Rules (README.md, "Commands"; ARCHITECTURE.md, "Sharing"):
   (softly: jobs keep their history); an import is removed by whoever imported it or a moderator.
 
 Every query is scoped by the actor's guild, so nothing of another guild is reachable except
-public characters through their share codes. Files: see character_files; provider handles:
-character_handles; the values returned: character_values.
+public characters through their share codes. Files: see files; provider handles:
+handles; the values returned: values.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from bot.prompts import (
 )
 from bot.providers.base import CharacterAsset, CharacterHandle, ProviderError, VideoProvider
 from bot.services.actors import Actor
-from bot.services.character_errors import (
+from bot.services.characters.errors import (
     AlreadyImported,
     BadChoice,
     CannotDelete,
@@ -62,10 +62,10 @@ from bot.services.character_errors import (
     UnusableName,
     UploadRefused,
 )
-from bot.services.character_files import CharacterFiles, Frames, StoredClip
-from bot.services.character_handles import HandleRegistry, fresh, is_refusal
-from bot.services.character_text import free_name, new_share_code, normalise_share_code
-from bot.services.character_values import (
+from bot.services.characters.files import CharacterFiles, Frames, StoredClip
+from bot.services.characters.handles import HandleRegistry, fresh, is_refusal
+from bot.services.characters.text import free_name, new_share_code, normalise_share_code
+from bot.services.characters.values import (
     SCOPES,
     VISIBILITIES,
     CharacterView,
