@@ -14,6 +14,7 @@ import aiosqlite
 
 from bot.db import Database
 from bot.domain.job_state import JobState
+from bot.store.rows import mapped
 
 GLOBAL, GUILD, MEMBER = "global", "guild", "member"
 
@@ -168,7 +169,7 @@ async def read_counter(conn: aiosqlite.Connection, scope: Scope) -> Counter | No
         scope.key,
     ) as cursor:
         row = await cursor.fetchone()
-    return None if row is None else Counter(row[0], int(row[1]), int(row[2]))
+    return None if row is None else mapped(Counter, row)
 
 
 @dataclass(frozen=True)
@@ -332,7 +333,7 @@ async def read_counters(db: Database, scopes: tuple[Scope, ...]) -> dict[tuple[s
         f" WHERE (scope, scope_id, period_key) IN (VALUES {placeholders})",
         params,
     )
-    return {(r[0], r[1], r[2]): Counter(r[3], int(r[4]), int(r[5])) for r in rows}
+    return {(r["scope"], r["scope_id"], r["period_key"]): mapped(Counter, r) for r in rows}
 
 
 @dataclass(frozen=True)
@@ -345,12 +346,13 @@ class SpenderRow:
 async def top_spenders(db: Database, guild_id: int, month: str, limit: int = 5) -> list[SpenderRow]:
     """Members of a guild by money spent (then held) over the day rows of `month` (guild time)."""
     rows = await db.fetchall(
-        "SELECT scope_id, SUM(spent_micros) AS spent, SUM(held_micros) AS held FROM budget_counters"
+        "SELECT scope_id, SUM(spent_micros) AS spent_micros, SUM(held_micros) AS held_micros FROM budget_counters"
         " WHERE scope = 'member' AND scope_id > ? AND scope_id < ? AND period_key LIKE ?"
-        " GROUP BY scope_id HAVING spent + held > 0 ORDER BY spent DESC, held DESC, scope_id LIMIT ?",
+        " GROUP BY scope_id HAVING spent_micros + held_micros > 0"
+        " ORDER BY spent_micros DESC, held_micros DESC, scope_id LIMIT ?",
         (*_member_range(guild_id), f"{month}-%", limit),
     )
-    return [SpenderRow(int(r[0].split(":", 1)[1]), int(r[1]), int(r[2])) for r in rows]
+    return [mapped(SpenderRow, r, user_id=int(r["scope_id"].split(":", 1)[1])) for r in rows]
 
 
 @dataclass(frozen=True)
@@ -375,9 +377,9 @@ async def recent_jobs(db: Database, guild_id: int, user_id: int, limit: int = 10
         " CASE WHEN EXISTS (SELECT 1 FROM ledger WHERE job_id = j.id AND kind = 'release')"
         "      THEN COALESCE((SELECT amount_micros FROM ledger WHERE job_id = j.id AND kind = 'capture'), 0)"
         "           + COALESCE((SELECT amount_micros FROM ledger WHERE job_id = j.id AND kind = 'overrun'), 0)"
-        " END,"
+        " END AS captured_micros,"
         " j.error_code, j.created_at, j.updated_at"
         " FROM jobs j WHERE j.guild_id = ? AND j.user_id = ? ORDER BY j.created_at DESC, j.id DESC LIMIT ?",
         (guild_id, user_id, limit),
     )
-    return [JobLine(r[0], r[1], JobState(r[2]), *(r[i] for i in range(3, 10))) for r in rows]
+    return [mapped(JobLine, r, state=JobState(r["state"])) for r in rows]

@@ -23,6 +23,7 @@ import aiosqlite
 from bot.db import Database
 from bot.domain.job_state import MADE, ordered
 from bot.prompts import name_skeleton
+from bot.store.rows import mapped
 
 Source = Database | aiosqlite.Connection
 Params = Sequence[Any] | dict[str, Any]
@@ -102,48 +103,28 @@ class FinishedJob:
     created_at: float
 
 
-_CHARACTER_COLUMNS = (
-    "id, guild_id, owner_id, name, name_key, description, visibility, share_code, clip_sha256, clip_path, "
-    "clip_duration, best_window_start, frame_paths, source_job_id, uses, created_at, updated_at, deleted_at, "
-    "last_used_at"
-)
+_CHARACTER_FIELDS = (
+    "id", "guild_id", "owner_id", "name", "name_key", "description", "visibility", "share_code", "clip_sha256",
+    "clip_path", "clip_duration", "best_window_start", "frame_paths", "source_job_id", "uses", "created_at",
+    "updated_at", "deleted_at", "last_used_at",
+)  # fmt: skip
+_CHARACTER_COLUMNS = ", ".join(_CHARACTER_FIELDS)
+_IMPORT_FIELDS = ("id", "guild_id", "character_id", "alias", "alias_key", "imported_by", "created_at")
+# an import's columns carry an `i_` prefix: a row may hold a character and its import side by side
+_IMPORT_COLUMNS = ", ".join(f"i.{c} AS i_{c}" for c in _IMPORT_FIELDS)
+_NO_IMPORT = ", ".join(f"NULL AS i_{c}" for c in _IMPORT_FIELDS)
 
 
 def _columns(alias: str) -> str:
-    return ", ".join(f"{alias}.{c.strip()}" for c in _CHARACTER_COLUMNS.split(","))
+    return ", ".join(f"{alias}.{c} AS {c}" for c in _CHARACTER_FIELDS)
 
 
-def _character(row: Any, offset: int = 0) -> CharacterRow:
-    r = tuple(row)[offset : offset + 19]
-    return CharacterRow(
-        id=r[0],
-        guild_id=r[1],
-        owner_id=r[2],
-        name=r[3],
-        name_key=r[4],
-        description=r[5],
-        visibility=r[6],
-        share_code=r[7],
-        clip_sha256=r[8],
-        clip_path=r[9],
-        clip_duration=r[10],
-        best_window_start=r[11],
-        frame_paths=tuple(str(p) for p in json.loads(r[12])),
-        source_job_id=r[13],
-        uses=r[14],
-        created_at=r[15],
-        updated_at=r[16],
-        deleted_at=r[17],
-        last_used_at=r[18],
-    )
+def _character(row: Any) -> CharacterRow:
+    return mapped(CharacterRow, row, frame_paths=tuple(str(p) for p in json.loads(row["frame_paths"])))
 
 
-def _import(row: Any, offset: int = 0) -> ImportRow:
-    r = tuple(row)[offset : offset + 7]
-    return ImportRow(*r)
-
-
-_IMPORT_COLUMNS = "i.id, i.guild_id, i.character_id, i.alias, i.alias_key, i.imported_by, i.created_at"
+def _import(row: Any) -> ImportRow:
+    return mapped(ImportRow, row, prefix="i_")
 
 
 async def _all(source: Source, sql: str, params: Params = ()) -> list[Any]:
@@ -301,7 +282,7 @@ async def import_by_key(source: Source, guild_id: int, key: str) -> Listed | Non
         "ORDER BY i.alias_key = ? DESC LIMIT 1",
         (guild_id, key, name_skeleton(key), key),
     )
-    return None if row is None else Listed(_character(row), _import(row, 19))
+    return None if row is None else Listed(_character(row), _import(row))
 
 
 async def import_of(source: Source, guild_id: int, character_id: int) -> ImportRow | None:
@@ -420,11 +401,11 @@ async def complete(
         own_params.append(user_id)
     rows = await _all(
         source,
-        "SELECT name, name_key, visibility, COALESCE(last_used_at, created_at) AS recent FROM characters "
+        "SELECT name, name_key AS key, visibility, COALESCE(last_used_at, created_at) AS recent FROM characters "
         f"WHERE {' AND '.join(own_where)} ORDER BY recent DESC, id DESC LIMIT ?",
         (*own_params, limit),
     )
-    hits = [NameHit(str(r[0]), str(r[1]), "own", str(r[2]), float(r[3])) for r in rows]
+    hits = [mapped(NameHit, r, kind="own") for r in rows]
     if reach.imports == "none":
         return hits
     imp_where = ["i.guild_id = ?"]
@@ -442,13 +423,14 @@ async def complete(
         imp_params.append(user_id)
     rows = await _all(
         source,
-        "SELECT i.alias, i.alias_key, CASE WHEN c.deleted_at IS NULL THEN c.visibility ELSE 'deleted' END, "
+        "SELECT i.alias AS name, i.alias_key AS key, "
+        "CASE WHEN c.deleted_at IS NULL THEN c.visibility ELSE 'deleted' END AS visibility, "
         "COALESCE(c.last_used_at, i.created_at) AS recent FROM character_imports i "
         f"JOIN characters c ON c.id = i.character_id WHERE {' AND '.join(imp_where)} "
         "ORDER BY recent DESC, i.id DESC LIMIT ?",
         (*imp_params, limit),
     )
-    hits += [NameHit(str(r[0]), str(r[1]), "import", str(r[2]), float(r[3])) for r in rows]
+    hits += [mapped(NameHit, r, kind="import") for r in rows]
     hits.sort(key=lambda h: -h.recent)
     return hits[:limit]
 
@@ -456,7 +438,7 @@ async def complete(
 # --- listings -------------------------------------------------------------------------------------
 
 _SERVER_UNION = (
-    f"SELECT {_CHARACTER_COLUMNS}, NULL, NULL, NULL, NULL, NULL, NULL, NULL, name_key AS sort_key FROM characters "
+    f"SELECT {_CHARACTER_COLUMNS}, {_NO_IMPORT}, name_key AS sort_key FROM characters "
     "WHERE guild_id = :guild AND deleted_at IS NULL AND (visibility != 'private' OR owner_id = :user) "
     f"UNION ALL SELECT {_columns('c')}, {_IMPORT_COLUMNS}, i.alias_key FROM character_imports i "
     "JOIN characters c ON c.id = i.character_id WHERE i.guild_id = :guild"
@@ -470,7 +452,7 @@ async def list_server(source: Source, guild_id: int, user_id: int, limit: int, o
         f"SELECT * FROM ({_SERVER_UNION}) ORDER BY sort_key LIMIT :limit OFFSET :offset",
         {"guild": guild_id, "user": user_id, "limit": limit, "offset": offset},
     )
-    return [Listed(_character(r), _import(r, 19) if r[19] is not None else None) for r in rows]
+    return [Listed(_character(r), _import(r) if r["i_id"] is not None else None) for r in rows]
 
 
 async def count_server(source: Source, guild_id: int, user_id: int) -> int:
@@ -531,7 +513,7 @@ async def handles(source: Source, character_ids: Sequence[int]) -> list[HandleRo
         f"WHERE character_id IN ({marks})",
         ids,
     )
-    return [HandleRow(*tuple(r)) for r in rows]
+    return [mapped(HandleRow, r) for r in rows]
 
 
 async def put_handle(
@@ -567,7 +549,7 @@ async def finished_jobs(source: Source, guild_id: int, user_id: int, limit: int)
         f"AND state IN ({marks}) AND result_path IS NOT NULL ORDER BY created_at DESC, id DESC LIMIT ?",
         (guild_id, user_id, *FINISHED_JOB_STATES, limit),
     )
-    return [FinishedJob(int(r[0]), str(r[1]), str(r[2]), float(r[3])) for r in rows]
+    return [mapped(FinishedJob, r) for r in rows]
 
 
 async def finished_job(source: Source, guild_id: int, user_id: int, job_id: int) -> FinishedJob | None:
@@ -578,4 +560,4 @@ async def finished_job(source: Source, guild_id: int, user_id: int, job_id: int)
         f"AND state IN ({marks}) AND result_path IS NOT NULL",
         (job_id, guild_id, user_id, *FINISHED_JOB_STATES),
     )
-    return None if row is None else FinishedJob(int(row[0]), str(row[1]), str(row[2]), float(row[3]))
+    return None if row is None else mapped(FinishedJob, row)

@@ -13,6 +13,7 @@ import aiosqlite
 from bot.db import Database
 from bot.domain.job_state import ACTIVE, JobState, check_moves, ordered
 from bot.domain.jobs import Job
+from bot.store.rows import mapped
 
 # A status message shows progress in steps of this many percent: migration 0006 stamps a job's
 # `status_seq` when its progress crosses one (keep the two in step).
@@ -305,10 +306,11 @@ async def status_changes(db: Database, after: int, limit: int) -> list[StatusCha
     """Jobs with a status message whose state or progress step changed since `status_seq` `after`,
     in the order the changes were committed (migration 0006)."""
     rows = await db.fetchall(
-        "SELECT id, channel_id, state, progress, status_seq FROM jobs WHERE status_seq > ? ORDER BY status_seq LIMIT ?",
+        "SELECT id AS job_id, channel_id, state, progress, status_seq AS seq FROM jobs WHERE status_seq > ?"
+        " ORDER BY status_seq LIMIT ?",
         (after, limit),
     )
-    return [StatusChange(int(r[0]), int(r[1]), JobState(r[2]), r[3], int(r[4])) for r in rows]
+    return [mapped(StatusChange, r, state=JobState(r["state"])) for r in rows]
 
 
 async def last_status_seq(db: Database) -> int:
