@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import SecretStr
 
-from bot.media import ClipRejected, DownloadTooLarge, stream_to_file, trim_clip
+from bot.media import ClipRejected, trim_clip
 from bot.prompts import replace_mentions
 from bot.providers.base import (
     Ambiguous,
@@ -61,6 +61,7 @@ from bot.providers.base import (
     Unavailable,
     VideoProvider,
 )
+from bot.providers.downloads import download_public
 from bot.providers.fal_models import DEFAULT_UNIT, FalModel, RefKind
 from bot.providers.fal_models import model as lookup_model
 from bot.providers.http_errors import error_fields, retry_after_seconds, safe_message, transport_error
@@ -629,24 +630,16 @@ class FalProvider(VideoProvider):
     async def download(self, snapshot: JobSnapshot, dest: Path, max_bytes: int) -> DownloadResult:
         if not snapshot.download_url:
             raise Rejected(self.name, "this job has no video to download")
-        try:
-            # a public CDN URL: fetched without our key, which goes only to the queue host
-            async with self._client.stream(
-                "GET", snapshot.download_url, timeout=self._timeout, follow_redirects=True
-            ) as response:
-                if response.status_code in (403, 404, 410):
-                    raise Rejected(self.name, "the video is no longer available on fal")
-                if response.status_code != 200:
-                    raise Unavailable(self.name, f"video download failed (HTTP {response.status_code})")
-                size, digest = await stream_to_file(response, dest, max_bytes)
-                content_type = response.headers.get("content-type", "video/mp4").split(";")[0].strip()
-        except DownloadTooLarge:
-            raise Rejected(self.name, f"the video is larger than {max_bytes} bytes") from None
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise Unavailable(self.name, f"video download failed ({type(exc).__name__})") from None
-        except OSError as exc:
-            raise Unavailable(self.name, f"could not store the video ({type(exc).__name__})") from None
-        return DownloadResult(path=dest, size=size, content_type=content_type or "video/mp4", sha256=digest)
+        # a signed CDN URL: fetched without our key, which goes only to the API host
+        return await download_public(
+            self._client,
+            snapshot.download_url,
+            dest,
+            max_bytes,
+            provider=self.name,
+            label="fal",
+            http_timeout=self._timeout,
+        )
 
 
 # --- helpers --------------------------------------------------------------------------------------

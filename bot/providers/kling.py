@@ -26,7 +26,6 @@ import httpx
 from PIL import Image, UnidentifiedImageError
 from pydantic import SecretStr
 
-from bot.media import DownloadTooLarge, stream_to_file
 from bot.prompts import replace_mentions
 from bot.providers.base import (
     Ambiguous,
@@ -50,6 +49,7 @@ from bot.providers.base import (
     Unavailable,
     VideoProvider,
 )
+from bot.providers.downloads import download_public
 from bot.providers.http_errors import retry_after_seconds, safe_message, status_error, transport_error
 from bot.providers.pricing import PriceBook, usd_to_micros
 
@@ -318,24 +318,16 @@ class KlingProvider(VideoProvider):
     async def download(self, snapshot: JobSnapshot, dest: Path, max_bytes: int) -> DownloadResult:
         if not snapshot.download_url:
             raise Rejected(self.name, "this job has no video to download")
-        try:
-            # the CDN URL is signed and hotlink-protected: never send our key there
-            async with self._client.stream(
-                "GET", snapshot.download_url, timeout=self._timeout, follow_redirects=True
-            ) as response:
-                if response.status_code in (403, 404, 410):
-                    raise Rejected(self.name, "the video is no longer available on Kling")
-                if response.status_code != 200:
-                    raise Unavailable(self.name, f"video download failed (HTTP {response.status_code})")
-                size, digest = await stream_to_file(response, dest, max_bytes)
-                content_type = response.headers.get("content-type", "video/mp4").split(";")[0].strip()
-        except DownloadTooLarge:
-            raise Rejected(self.name, f"the video is larger than {max_bytes} bytes") from None
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise Unavailable(self.name, f"video download failed ({type(exc).__name__})") from None
-        except OSError as exc:
-            raise Unavailable(self.name, f"could not store the video ({type(exc).__name__})") from None
-        return DownloadResult(path=dest, size=size, content_type=content_type or "video/mp4", sha256=digest)
+        # a signed CDN URL: fetched without our key, which goes only to the API host
+        return await download_public(
+            self._client,
+            snapshot.download_url,
+            dest,
+            max_bytes,
+            provider=self.name,
+            label="Kling",
+            http_timeout=self._timeout,
+        )
 
     def _safe(self, message: Any) -> str:
         """A provider message fit to show a member: one short line, our key masked."""
