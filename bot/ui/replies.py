@@ -7,6 +7,8 @@ from typing import Any
 
 import discord
 
+from bot.services.actors import Actor
+
 log = logging.getLogger(__name__)
 
 MAX_CONTENT = 2000  # Discord's limit on a message's content
@@ -39,3 +41,15 @@ async def report_error(interaction: discord.Interaction[Any], error: Exception) 
 
 def locale_of(interaction: discord.Interaction[Any]) -> str:
     return interaction.locale.value
+
+
+def actor_of(interaction: discord.Interaction[Any]) -> Actor:
+    """The member behind an interaction, as services see them (no discord objects past here)."""
+    user = interaction.user
+    roles = frozenset(r.id for r in user.roles) if isinstance(user, discord.Member) else frozenset()
+    return Actor(
+        user_id=user.id,
+        guild_id=interaction.guild_id,
+        role_ids=roles,
+        manage_guild=interaction.permissions.manage_guild,
+    )
