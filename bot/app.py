@@ -15,6 +15,10 @@ import yarl
 from discord import app_commands
 from discord.ext import commands
 
+from bot.actions import Actions
+from bot.actions.characters import CharacterActions
+from bot.actions.delivery import DeliveryActions
+from bot.actions.generation import GenerationActions
 from bot.config import Settings
 from bot.db import Database
 from bot.domain.money import BadAmount
@@ -26,6 +30,7 @@ from bot.services.budget import BudgetService
 from bot.services.characters import CharacterService
 from bot.services.characters.text import shown
 from bot.services.delivery import DeliveryService
+from bot.services.dispatcher import Dispatcher
 from bot.services.generation import GenerationService
 from bot.services.guilds import GuildService
 from bot.services.health import HealthService
@@ -57,6 +62,7 @@ class Services:
     generation: GenerationService
     tracker: Tracker
     delivery: DeliveryService
+    dispatcher: Dispatcher
     settings: SettingsService
     jobs: JobsViewService
     loop_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
@@ -69,6 +75,7 @@ class Services:
 def build_services(
     settings: Settings, db: Database, http_client: httpx.AsyncClient, providers: dict[str, VideoProvider]
 ) -> Services:
+    wakeup = asyncio.Event()
     guilds = GuildService(db)
     health = HealthService(db, guilds=guilds, configured=tuple(providers))
     budget = BudgetService(db, settings, guilds)
@@ -87,6 +94,7 @@ def build_services(
         poll_max=settings.poll_max_seconds,
         reconcile_grace=settings.reconcile_grace_seconds,
     )
+    delivery = DeliveryService(db, guilds, tuple(providers))
     return Services(
         guilds=guilds,
         health=health,
@@ -95,9 +103,21 @@ def build_services(
         characters=characters,
         generation=generation,
         tracker=tracker,
-        delivery=DeliveryService(db),
+        delivery=delivery,
+        dispatcher=Dispatcher(delivery, generation, wakeup.set, retry_after=settings.poll_min_seconds),
         settings=SettingsService(guilds, tuple(providers), health),
         jobs=JobsViewService(db, guilds),
+        loop_wakeup=wakeup,
+    )
+
+
+def build_actions(client: discord.Client, services: Services) -> Actions:
+    """The Discord-aware use cases, once per bot: the cogs, buttons and modals share them."""
+    delivery = DeliveryActions(client, services.delivery, services.generation, services.guilds, services.wake_loop)
+    return Actions(
+        generation=GenerationActions(client, services.generation, services.guilds, delivery, services.wake_loop),
+        delivery=delivery,
+        characters=CharacterActions(services.characters),
     )
 
 
@@ -180,6 +200,7 @@ class Castbot(commands.Bot):
         self.http_client = http_client
         self.services = services
         self.providers = providers
+        self.actions = build_actions(self, services)
 
     async def setup_hook(self) -> None:
         await self.tree.set_translator(CastbotTranslator())

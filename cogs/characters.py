@@ -24,9 +24,10 @@ from bot.ui.characters import (
     job_choices,
     name_choices,
     page_reply,
+    send,
     shared_reply,
 )
-from bot.ui.replies import locale_of, report_error
+from bot.ui.replies import locale_of
 from bot.ui.translator import cmd
 from cogs._common import actor_of
 
@@ -53,54 +54,6 @@ def upload_of(attachment: discord.Attachment) -> Upload:
 def _is_video(attachment: discord.Attachment) -> bool:
     kind = attachment.content_type or mimetypes.guess_type(attachment.filename)[0] or ""
     return kind.lower().startswith("video/")
-
-
-async def send(interaction: discord.Interaction[Any], reply: Reply) -> None:
-    """Answer ephemerally: a character's details are for the member who asked."""
-    if interaction.response.is_done():
-        await interaction.followup.send(ephemeral=True, **reply.send_kwargs())
-    else:
-        await interaction.response.send_message(ephemeral=True, **reply.send_kwargs())
-
-
-class MakeCharacterModal(discord.ui.Modal):
-    """Asked by the "Make character" menu: the name (and a description) for the message's video."""
-
-    def __init__(self, cog: CharactersCog, locale: str, *, upload: Upload | None = None, job_id: int | None = None):
-        super().__init__(title=t("characters.make.title", locale)[:45], timeout=900)
-        self.cog = cog
-        self.upload = upload  # from a message's attachment, or
-        self.job_id = job_id  # from one of the member's finished videos (the Make character button)
-        self.name_input: discord.ui.TextInput[MakeCharacterModal] = discord.ui.TextInput(
-            label=t("characters.make.name", locale)[:45], custom_id="name", min_length=1, max_length=100
-        )
-        self.description_input: discord.ui.TextInput[MakeCharacterModal] = discord.ui.TextInput(
-            label=t("characters.make.description", locale)[:45],
-            custom_id="description",
-            style=discord.TextStyle.paragraph,
-            required=False,
-            max_length=500,
-        )
-        self.add_item(self.name_input)
-        self.add_item(self.description_input)
-
-    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        description = self.description_input.value or ""
-        if self.upload is not None:
-            created = await self.cog.service.create_from_upload(
-                actor_of(interaction), name=self.name_input.value, upload=self.upload, description=description
-            )
-        else:
-            assert self.job_id is not None
-            created = await self.cog.service.create_from_job(
-                actor_of(interaction), job_id=self.job_id, name=self.name_input.value, description=description
-            )
-        await send(interaction, created_reply(created, locale_of(interaction)))
-
-    # discord.py 2.7 calls Modal.on_error(interaction, error); its stubs inherit View's signature
-    async def on_error(self, interaction: discord.Interaction[Any], error: Exception, /) -> None:  # type: ignore[override]
-        await report_error(interaction, error)
 
 
 class CharactersCog(commands.Cog, name=COG_NAME):
@@ -193,15 +146,7 @@ class CharactersCog(commands.Cog, name=COG_NAME):
         video = next((a for a in message.attachments if _is_video(a)), None)
         if video is None:
             raise UploadRefused("characters.make.no_video")
-        upload = upload_of(video)
-        # the cheap checks (type, size) answer at once instead of after the modal
-        self.service.check_upload(upload)
-        await interaction.response.send_modal(MakeCharacterModal(self, locale_of(interaction), upload=upload))
-
-    async def ask_name_for_job(self, interaction: Interaction, job_id: int) -> None:
-        """The Make character button on a delivered video: ask for a name, then extract."""
-        await self.service.check_finished_job(actor_of(interaction), job_id)  # refuse before the modal
-        await interaction.response.send_modal(MakeCharacterModal(self, locale_of(interaction), job_id=job_id))
+        await self.bot.actions.characters.ask_name_for_upload(interaction, upload_of(video))
 
     # --- reading ----------------------------------------------------------------------------------
 

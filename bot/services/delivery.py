@@ -18,6 +18,7 @@ from collections.abc import Callable
 from bot.db import Database
 from bot.domain.job_state import FINISHED, JobState
 from bot.domain.jobs import Job
+from bot.services.guilds import GuildService
 from bot.store import jobs as store
 from bot.store.jobs import StatusChange
 
@@ -28,8 +29,16 @@ MAX_POST_TRIES = 8
 
 
 class DeliveryService:
-    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        db: Database,
+        guilds: GuildService,
+        configured: tuple[str, ...],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._db = db
+        self._guilds = guilds
+        self._configured = configured
         self._clock = clock
         self._tries: dict[int, int] = {}
         self._status_seq: int | None = None
@@ -40,6 +49,17 @@ class DeliveryService:
 
     async def job(self, job_id: int) -> Job | None:
         return await store.get(self._db, job_id)
+
+    async def fallback_would_help(self, job: Job) -> bool:
+        """Whether /settings fallback could have saved this failed job: the member named no
+        provider, fallback is off, and a provider the server allows was never tried."""
+        if job.state != JobState.FAILED or job.request.get("requested_provider") is not None:
+            return False
+        guild = await self._guilds.get(job.guild_id)
+        if guild.fallback:
+            return False
+        allowed = [p for p in guild.providers or self._configured if p in self._configured]
+        return any(p not in job.providers for p in allowed)
 
     async def held_due(self, per_provider: int) -> list[tuple[int, str | None]]:
         """(job id, provider) of held jobs due for dispatch, at most `per_provider` per provider."""

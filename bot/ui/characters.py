@@ -56,6 +56,14 @@ class Reply:
         return {"content": self.content, "embeds": self.embeds, "attachments": self.files, "view": self.view}
 
 
+async def send(interaction: discord.Interaction[Any], reply: Reply) -> None:
+    """Answer ephemerally: a character's details are for the member who asked."""
+    if interaction.response.is_done():
+        await interaction.followup.send(ephemeral=True, **reply.send_kwargs())
+    else:
+        await interaction.response.send_message(ephemeral=True, **reply.send_kwargs())
+
+
 def _visibility(view: CharacterView, locale: str) -> str:
     return t(f"characters.visibility.{view.visibility}", locale)
 

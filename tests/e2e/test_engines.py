@@ -7,7 +7,6 @@ with what a typical video costs.
 from __future__ import annotations
 
 import re
-import sys
 from typing import Any
 
 import httpx
@@ -69,7 +68,7 @@ async def start(harness: BotHarness, gemini: GeminiSim, fal: FalSim, providers: 
     )
     # watch every change of the status message, not one per 10 s
     monkeypatch = harness.monkeypatch
-    monkeypatch.setattr(sys.modules[type(bot.get_cog("DeliveryCog")).__module__], "STATUS_EDIT_EVERY", 0.05)
+    monkeypatch.setattr(bot.actions.delivery.status_edits, "progress_every", 0.05)
     return bot
 
 

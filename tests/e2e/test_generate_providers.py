@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -235,9 +234,7 @@ def clip_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 async def start_bot(harness: BotHarness, sim: Sim, monkeypatch: pytest.MonkeyPatch, **overrides: Any) -> Castbot:
     bot = await harness.start(providers=sim.name, **sim.bot_settings, **overrides)
     # Status edits are throttled to one per 10 s per job; watch every change instead of waiting.
-    cog = bot.get_cog("DeliveryCog")
-    assert cog is not None
-    monkeypatch.setattr(sys.modules[type(cog).__module__], "STATUS_EDIT_EVERY", 0.0)
+    monkeypatch.setattr(bot.actions.delivery.status_edits, "progress_every", 0.0)
     return bot
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -232,7 +231,7 @@ async def test_relay_read_timeout_after_create_keeps_the_hold_and_is_never_resub
     bot = await start(harness, relay=relay, openai=openai)
     monkeypatch.setattr(bot.providers["relay"], "_t", replace(RelayTimeouts(), create_read=0.3))
     # the status message may change at once (not 10 s after its last edit)
-    monkeypatch.setattr(sys.modules[type(bot.get_cog("DeliveryCog")).__module__], "STATUS_EDIT_EVERY", 0.05)
+    monkeypatch.setattr(bot.actions.delivery.status_edits, "progress_every", 0.05)
     await prepare_guild(sandbox, world, fallback=True)  # fallback on, and still nothing else is tried
     relay.fail("create_video", RelayFault.read_timeout(after_create=True, hang=10))
 

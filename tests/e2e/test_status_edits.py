@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
 import time
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -38,16 +36,6 @@ WAITING, SENDING, QUEUED, DELIVERED = (
 
 
 # --- helpers --------------------------------------------------------------------------------------
-
-
-def delivery_cog(bot: Castbot) -> Any:
-    cog = bot.get_cog("DeliveryCog")
-    assert cog is not None
-    return cog
-
-
-def delivery_module(bot: Castbot) -> ModuleType:
-    return sys.modules[type(delivery_cog(bot)).__module__]
 
 
 async def raise_active_caps(bot: Castbot, guild_id: int, limit: int) -> None:
@@ -122,9 +110,7 @@ def result_posts(world: World, job: int) -> list[StoredMessage] | None:
 
 def shorten_confirm_wait(bot: Castbot, monkeypatch: pytest.MonkeyPatch, seconds: float = 0.2) -> None:
     """How long /generate's confirmation waits for the status message's link."""
-    generate_cog = bot.get_cog("Generate")
-    assert generate_cog is not None
-    monkeypatch.setattr(sys.modules[type(generate_cog).__module__], "CONFIRM_WITHIN", seconds)
+    monkeypatch.setattr(bot.actions.generation, "confirm_within", seconds)
 
 
 async def one_loop_pass(bot: Castbot, sandbox: DiscordSandbox) -> None:
@@ -145,7 +131,7 @@ async def test_many_jobs_in_one_channel_are_edited_within_its_pace_and_all_end_f
     monkeypatch.setattr(status_edits, "EDITS_PER_SECOND", 1000.0)
     bot = await harness.start(local_render_seconds=1.0)
     # every progress step of every job asks for an edit: far more than the channel's pace
-    monkeypatch.setattr(delivery_module(bot), "STATUS_EDIT_EVERY", 0.0)
+    monkeypatch.setattr(bot.actions.delivery.status_edits, "progress_every", 0.0)
     await raise_active_caps(bot, world.guild.id, 50)
     jobs = 8
 
@@ -180,7 +166,7 @@ async def test_many_jobs_in_one_channel_are_edited_within_its_pace_and_all_end_f
     assert min(stamps[i + per_channel - 1] - stamps[i] for i in range(len(stamps) - per_channel + 1)) < window
 
     # finished jobs are forgotten: memory stays bounded
-    edits = delivery_cog(bot).status_edits
+    edits = bot.actions.delivery.status_edits
     await sandbox.wait_for(lambda: edits.tracked[0] == 0 or None, TIMEOUT, "finished jobs to be forgotten")
 
 
@@ -197,7 +183,7 @@ async def test_each_state_change_is_shown_and_progress_only_in_coarse_steps(
     sandbox: DiscordSandbox, world: World, harness: BotHarness, openai_sim: OpenAISim, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bot = await harness.start(providers="openai", openai_api_key=OPENAI_KEY, openai_base_url=openai_sim.base_url)
-    monkeypatch.setattr(delivery_module(bot), "STATUS_EDIT_EVERY", 0.0)  # no per-job wait between steps
+    monkeypatch.setattr(bot.actions.delivery.status_edits, "progress_every", 0.0)  # no per-job wait between steps
     budget = await sandbox.invoke(world.guild, world.channel, world.admin, "budget set", monthly_usd="10")
     assert (await budget.wait_final_message(timeout=TIMEOUT)).content.startswith("Budget saved.")
 
@@ -242,7 +228,7 @@ async def test_a_canceled_job_shows_it_on_its_status_message(
     sandbox: DiscordSandbox, world: World, harness: BotHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bot = await harness.start()
-    monkeypatch.setattr(delivery_module(bot), "DISPATCH_PER_PROVIDER", 0)  # the loop runs but sends nothing
+    monkeypatch.setattr(bot.services.dispatcher, "per_provider", 0)  # the loop runs but sends nothing
     status = await generate(sandbox, world, world.channel, "a quiet lake")
     await one_loop_pass(bot, sandbox)
     assert shown(sandbox.message(status.id)) == [WAITING]
@@ -251,7 +237,7 @@ async def test_a_canceled_job_shows_it_on_its_status_message(
     assert "canceled" in (await click.wait_final_message(timeout=TIMEOUT)).content
     await wait_shown(sandbox, status, "canceled")
     assert sandbox.message(status.id).components == []  # no Cancel button left on a canceled job
-    edits = delivery_cog(bot).status_edits
+    edits = bot.actions.delivery.status_edits
     await sandbox.wait_for(lambda: edits.tracked[0] == 0 or None, TIMEOUT, "the canceled job to be forgotten")
 
 
@@ -263,7 +249,7 @@ async def test_a_burst_of_held_jobs_is_dispatched_a_few_at_a_time(
 ) -> None:
     bot = await harness.start()
     await raise_active_caps(bot, world.guild.id, 100)
-    cap = delivery_module(bot).DISPATCH_PER_PROVIDER
+    cap = bot.services.dispatcher.per_provider
     generation = bot.services.generation
     dispatch = generation.dispatch
     gate = asyncio.Event()

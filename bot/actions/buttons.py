@@ -2,34 +2,19 @@
 
 All state is in the custom id, so they work after a restart. Views are sent and then stopped,
 so clicks always come through the registered DynamicItem classes (never a per-message view kept
-in memory); the callbacks hand over to the generate cog, found by name.
+in memory); the callbacks call the bot's actions.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Protocol, cast
+from typing import Any
 
 import discord
 
+from bot.actions import Actions, actions_of
 from bot.i18n import t
 from bot.ui.replies import report_error
-
-GENERATE_COG = "Generate"
-DELIVERY_COG = "DeliveryCog"
-
-
-class JobButtonHandler(Protocol):
-    async def cancel(self, interaction: discord.Interaction[Any], job_id: int) -> None: ...
-    async def reroll(self, interaction: discord.Interaction[Any], job_id: int) -> None: ...
-    async def make_character(self, interaction: discord.Interaction[Any], job_id: int) -> None: ...
-
-
-def _handler(interaction: discord.Interaction[Any]) -> JobButtonHandler:
-    cog = interaction.client.get_cog(GENERATE_COG)
-    if cog is None:
-        raise RuntimeError("the generate cog is not loaded")
-    return cast(JobButtonHandler, cog)
 
 
 class _JobButton(
@@ -54,34 +39,34 @@ class _JobButton(
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         # discord.py only logs what a dynamic item's callback raises: answer it here instead
         try:
-            await self.handle(_handler(interaction), interaction)
+            await self.handle(actions_of(interaction), interaction)
         except Exception as exc:
             await report_error(interaction, exc)
 
-    async def handle(self, handler: JobButtonHandler, interaction: discord.Interaction[Any]) -> None:
+    async def handle(self, actions: Actions, interaction: discord.Interaction[Any]) -> None:
         raise NotImplementedError
 
 
 class CancelButton(_JobButton, template=r"castbot:cancel:(?P<job>\d+)"):
     action = "cancel"
 
-    async def handle(self, handler: JobButtonHandler, interaction: discord.Interaction[Any]) -> None:
-        await handler.cancel(interaction, self.job_id)
+    async def handle(self, actions: Actions, interaction: discord.Interaction[Any]) -> None:
+        await actions.generation.cancel(interaction, self.job_id)
 
 
 class RerollButton(_JobButton, template=r"castbot:reroll:(?P<job>\d+)"):
     action = "reroll"
     style = discord.ButtonStyle.primary
 
-    async def handle(self, handler: JobButtonHandler, interaction: discord.Interaction[Any]) -> None:
-        await handler.reroll(interaction, self.job_id)
+    async def handle(self, actions: Actions, interaction: discord.Interaction[Any]) -> None:
+        await actions.generation.reroll(interaction, self.job_id)
 
 
 class MakeCharacterButton(_JobButton, template=r"castbot:mkchar:(?P<job>\d+)"):
     action = "mkchar"
 
-    async def handle(self, handler: JobButtonHandler, interaction: discord.Interaction[Any]) -> None:
-        await handler.make_character(interaction, self.job_id)
+    async def handle(self, actions: Actions, interaction: discord.Interaction[Any]) -> None:
+        await actions.characters.ask_name_for_job(interaction, self.job_id)
 
 
 def status_view(job_id: int, locale: str) -> discord.ui.View:
