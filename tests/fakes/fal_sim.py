@@ -44,6 +44,8 @@ import av
 from aiohttp import web
 from PIL import Image
 
+from tests.fakes.loopback import send_video, serve
+
 HOSTS = ("queue", "rest", "cdn")
 ENDPOINTS = ("submit", "status", "result", "cancel", "token", "upload", "download")
 OUTCOMES = ("succeed", "moderation", "invalid", "legacy_invalid", "error", "stuck")
@@ -337,15 +339,9 @@ class FalSim:
         self.queue_url, self.rest_url, self.cdn_url = urls
 
     async def _serve(self, app: web.Application) -> str:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
+        runner, url = await serve(app)
         self._runners.append(runner)
-        server = site._server
-        assert server is not None
-        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        return f"http://127.0.0.1:{port}"
+        return url
 
     async def close(self) -> None:
         self._closing.set()  # release hanging handlers first
@@ -736,12 +732,4 @@ class FalSim:
         job = self.jobs.get(match.group(1)) if match else None
         if job is None or job.outcome != "succeed" or job.finished is None:
             return web.Response(status=404, text="not found")
-        if not self.chunked_download:
-            return web.Response(body=self.video_bytes, content_type="video/mp4")
-        response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        for start in range(0, len(self.video_bytes), 16 * 1024):
-            await response.write(self.video_bytes[start : start + 16 * 1024])
-        await response.write_eof()
-        return response
+        return await send_video(request, self.video_bytes, chunked=self.chunked_download)

@@ -47,6 +47,8 @@ import av
 from aiohttp import web
 from PIL import Image
 
+from tests.fakes.loopback import send_video, serve
+
 API = "/v1beta"
 ENDPOINTS = ("create", "get", "upload_start", "upload", "file_get", "download", "cdn")
 OUTCOMES = (
@@ -408,14 +410,7 @@ class GeminiSim:
         app.router.add_post(f"/upload{API}/files", self._upload)
         app.router.add_get(f"{API}/files/{{name}}", self._file)
         app.router.add_get("/cdn/{name}", self._cdn)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self._runner, self.base_url = await serve(app)
 
     async def close(self) -> None:
         self._closing.set()  # release hanging handlers first
@@ -695,15 +690,7 @@ class GeminiSim:
         return await self._serve(request, self.files[file_id].data)
 
     async def _serve(self, request: web.Request, data: bytes) -> web.StreamResponse:
-        if not self.chunked_download:
-            return web.Response(body=data, content_type="video/mp4")
-        response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        for start in range(0, len(data), 16 * 1024):
-            await response.write(data[start : start + 16 * 1024])
-        await response.write_eof()
-        return response
+        return await send_video(request, data, chunked=self.chunked_download)
 
     # --- interactions -----------------------------------------------------------------------------
 

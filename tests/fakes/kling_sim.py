@@ -37,6 +37,8 @@ from typing import Any
 from aiohttp import web
 from PIL import Image
 
+from tests.fakes.loopback import send_video, serve
+
 ELEMENTS = "/v1/general/advanced-custom-elements"
 ENDPOINTS = ("element_create", "element_query", "create", "tasks", "tasks_list", "download")
 VIDEO_OUTCOMES = ("succeed", "moderation", "fail", "stuck", "unknown_status")
@@ -206,14 +208,7 @@ class KlingSim:
         app.router.add_get("/tasks", self._tasks_query)
         app.router.add_post("/tasks", self._tasks_list)
         app.router.add_get("/cdn/{name}", self._download)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self._runner, self.base_url = await serve(app)
 
     async def close(self) -> None:
         self._closing.set()  # release hanging handlers first
@@ -679,12 +674,4 @@ class KlingSim:
         task = self.tasks.get(request.match_info["name"].removesuffix(".mp4"))
         if task is None or self._video_state(task) != "succeeded":
             return web.Response(status=404, text="not found")
-        if not self.chunked_download:
-            return web.Response(body=self.video_bytes, content_type="video/mp4")
-        response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        for start in range(0, len(self.video_bytes), 16 * 1024):
-            await response.write(self.video_bytes[start : start + 16 * 1024])
-        await response.write_eof()
-        return response
+        return await send_video(request, self.video_bytes, chunked=self.chunked_download)
