@@ -13,9 +13,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable
-
-from bot.services.delivery import DeliveryService
-from bot.services.generation import GenerationService
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -23,19 +21,27 @@ DISPATCH_PER_PROVIDER = 8
 DISPATCH_TOTAL = 16
 
 
+class HeldJobs(Protocol):  # DeliveryService
+    async def held_due(self, per_provider: int) -> list[tuple[int, str | None]]: ...
+
+
+class Sender(Protocol):  # GenerationService
+    async def dispatch(self, job_id: int) -> object: ...
+
+
 class Dispatcher:
     def __init__(
         self,
-        delivery: DeliveryService,
-        generation: GenerationService,
+        held: HeldJobs,
+        sender: Sender,
         wake: Callable[[], None],
         *,
         retry_after: float,
         per_provider: int = DISPATCH_PER_PROVIDER,
         total: int = DISPATCH_TOTAL,
     ) -> None:
-        self._delivery = delivery
-        self._generation = generation
+        self._held = held
+        self._sender = sender
         self._wake = wake
         self._retry_after = retry_after
         self.per_provider = per_provider
@@ -53,7 +59,7 @@ class Dispatcher:
             return
         busy = Counter(self._provider.values())
         # a job being dispatched can still read as held: ask for enough to fill every free slot
-        for job_id, provider in await self._delivery.held_due(2 * self.per_provider):
+        for job_id, provider in await self._held.held_due(2 * self.per_provider):
             if len(self._tasks) >= self.total:
                 break
             if job_id in self._tasks or busy[provider] >= self.per_provider:
@@ -72,7 +78,7 @@ class Dispatcher:
 
     async def _dispatch(self, job_id: int) -> None:
         try:
-            await self._generation.dispatch(job_id)
+            await self._sender.dispatch(job_id)
         except Exception:
             log.exception("dispatching job %d failed; it stays held and will be retried", job_id)
             await asyncio.sleep(self._retry_after)
