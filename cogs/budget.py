@@ -9,9 +9,8 @@ from discord.ext import commands
 from bot.app import Castbot
 from bot.services.budget import BudgetService
 from bot.ui.budget import budget_embed, budget_set_content
-from bot.ui.replies import locale_of
+from bot.ui.replies import actor_of, locale_of
 from bot.ui.translator import cmd
-from cogs._common import actor_of
 
 
 class BudgetCog(commands.Cog):

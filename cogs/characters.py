@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import logging
 import mimetypes
-from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.actions.buttons import PageButton
 from bot.app import Castbot
 from bot.i18n import t
 from bot.services.characters import CharacterService, Upload
 from bot.services.characters.errors import UploadRefused
 from bot.ui.characters import (
     COG_NAME,
-    PageButton,
     Reply,
     created_reply,
     deleted_text,
@@ -27,9 +26,8 @@ from bot.ui.characters import (
     send,
     shared_reply,
 )
-from bot.ui.replies import locale_of
+from bot.ui.replies import actor_of, locale_of
 from bot.ui.translator import cmd
-from cogs._common import actor_of
 
 log = logging.getLogger(__name__)
 
@@ -158,12 +156,6 @@ class CharactersCog(commands.Cog, name=COG_NAME):
         await interaction.response.defer(ephemeral=True, thinking=True)
         page = await self.service.list_page(actor_of(interaction), scope.value if scope else "server", 0)
         await send(interaction, page_reply(page, locale_of(interaction)))
-
-    async def show_page(self, interaction: discord.Interaction[Any], scope: str, page: int) -> None:
-        """A paginator button: the page rebuilt for the member who clicked."""
-        result = await self.service.list_page(actor_of(interaction), scope, page)
-        reply = page_reply(result, locale_of(interaction))
-        await interaction.response.edit_message(**reply.edit_kwargs())
 
     @character.command(name=cmd("cmd.character.info.name"), description=cmd("cmd.character.info.description"))
     @app_commands.rename(name=cmd("cmd.character.opt.name"))

@@ -9,9 +9,8 @@ from discord.ext import commands
 from bot.actions.buttons import JOB_BUTTONS
 from bot.app import Castbot
 from bot.services.generation import GenerateCommand
-from bot.ui.replies import locale_of
+from bot.ui.replies import actor_of, locale_of
 from bot.ui.translator import cmd
-from cogs._common import actor_of
 
 
 def _choices(*values: str) -> list[app_commands.Choice[str]]:

@@ -10,10 +10,9 @@ from bot.app import Castbot
 from bot.domain.locales import LOCALES, display_name
 from bot.i18n import t
 from bot.services.server_settings import SettingsService, timezones_matching
-from bot.ui.replies import locale_of
+from bot.ui.replies import actor_of, locale_of
 from bot.ui.settings import settings_embed
 from bot.ui.translator import cmd
-from cogs._common import actor_of
 
 
 class SettingsCog(commands.Cog):

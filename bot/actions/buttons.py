@@ -1,4 +1,5 @@
-"""Buttons on job messages: Cancel (status), Re-roll and Make character (result).
+"""Buttons on job messages: Cancel (status), Re-roll and Make character (result); and the page
+buttons of a character list.
 
 All state is in the custom id, so they work after a restart. Views are sent and then stopped,
 so clicks always come through the registered DynamicItem classes (never a per-message view kept
@@ -14,6 +15,7 @@ import discord
 
 from bot.actions import Actions, actions_of
 from bot.i18n import t
+from bot.ui.characters import PAGE_TEMPLATE
 from bot.ui.replies import report_error
 
 
@@ -83,3 +85,27 @@ def result_view(job_id: int, locale: str) -> discord.ui.View:
 
 
 JOB_BUTTONS = (CancelButton, RerollButton, MakeCharacterButton)
+
+
+class PageButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=PAGE_TEMPLATE):
+    """◀ / ▶ of a character list (built by bot.ui.characters.page_reply): the page is rebuilt for
+    whoever clicks, with *their* visibility."""
+
+    def __init__(self, item: discord.ui.Button[discord.ui.View], scope: str, page: int) -> None:
+        super().__init__(item)
+        self.scope = scope
+        self.page = page
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> PageButton:
+        button = item if isinstance(item, discord.ui.Button) else discord.ui.Button(custom_id=match.string)
+        return cls(button, match["scope"], int(match["page"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        # discord.py only logs what a dynamic item's callback raises: answer it here instead
+        try:
+            await actions_of(interaction).characters.show_page(interaction, self.scope, self.page)
+        except Exception as exc:
+            await report_error(interaction, exc)

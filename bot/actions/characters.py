@@ -8,7 +8,7 @@ import discord
 
 from bot.i18n import t
 from bot.services.characters import CharacterService, Upload
-from bot.ui.characters import created_reply, send
+from bot.ui.characters import created_reply, page_reply, send
 from bot.ui.replies import actor_of, locale_of, report_error
 
 
@@ -63,6 +63,12 @@ class CharacterActions:
         self._characters.check_upload(upload)  # the cheap checks (type, size) answer before the modal
         modal = MakeCharacterModal(self._characters, locale_of(interaction), upload=upload)
         await interaction.response.send_modal(modal)
+
+    async def show_page(self, interaction: discord.Interaction[Any], scope: str, page: int) -> None:
+        """A character list's page button: the page rebuilt for the member who clicked."""
+        result = await self._characters.list_page(actor_of(interaction), scope, page)
+        reply = page_reply(result, locale_of(interaction))
+        await interaction.response.edit_message(**reply.edit_kwargs())
 
     async def ask_name_for_job(self, interaction: discord.Interaction[Any], job_id: int) -> None:
         """The Make character button on a delivered video: ask for a name, then extract."""

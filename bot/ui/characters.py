@@ -6,11 +6,10 @@ own files would expire, and the frames never leave the bot otherwise.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, cast
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -24,7 +23,6 @@ from bot.services.characters import (
     NameChoice,
     Page,
 )
-from bot.ui.replies import report_error
 
 COLOUR = discord.Colour(0x5865F2)
 FRONTAL_FILE = "frontal.jpg"
@@ -186,62 +184,27 @@ def page_reply(page: Page, locale: str) -> Reply:
             reply.files.append(frame)
         reply.embeds.append(embed)
     if page.pages > 1:
+        # plain buttons: their custom ids are the page buttons' template (bot/actions/buttons.py),
+        # so a click reaches the registered handler, also after a restart
         view = discord.ui.View(timeout=None)
-        previous = t("characters.page.prev", locale)
-        view.add_item(PageButton(page.scope, max(page.page - 1, 0), "p", previous, page.page == 0))
+        last = page.pages - 1
         view.add_item(
-            PageButton(
-                page.scope,
-                min(page.page + 1, page.pages - 1),
-                "n",
-                t("characters.page.next", locale),
-                page.page >= page.pages - 1,
+            _page_button(page.scope, max(page.page - 1, 0), "p", t("characters.page.prev", locale), page.page == 0)
+        )
+        view.add_item(
+            _page_button(
+                page.scope, min(page.page + 1, last), "n", t("characters.page.next", locale), page.page >= last
             )
         )
         reply.view = view
     return reply
 
 
-class PageHandler(Protocol):
-    async def show_page(self, interaction: discord.Interaction[Any], scope: str, page: int) -> None: ...
-
-
-class PageButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=PAGE_TEMPLATE):
-    """◀ / ▶ of a character list. All state is in the custom id, so the buttons keep working after
-    a restart; the page is rebuilt for whoever clicks, with *their* visibility."""
-
-    def __init__(self, scope: str, page: int, direction: str, label: str = "", disabled: bool = False) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label=label or ("◀" if direction == "p" else "▶"),
-                style=discord.ButtonStyle.secondary,
-                custom_id=PAGE_ID.format(scope=scope, page=page, direction=direction),
-                disabled=disabled,
-            )
-        )
-        self.scope = scope
-        self.page = page
-
-    @classmethod
-    async def from_custom_id(
-        cls,
-        interaction: discord.Interaction[Any],
-        item: discord.ui.Item[Any],
-        match: re.Match[str],
-        /,
-    ) -> PageButton:
-        label = item.label if isinstance(item, discord.ui.Button) else None
-        return cls(match["scope"], int(match["page"]), match["direction"], label or "")
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        # discord.py only logs what a dynamic item's callback raises: answer it here instead
-        try:
-            handler = interaction.client.get_cog(COG_NAME)
-            if handler is None:
-                raise RuntimeError("the characters cog is not loaded")
-            await cast(PageHandler, handler).show_page(interaction, self.scope, self.page)
-        except Exception as exc:
-            await report_error(interaction, exc)
+def _page_button(
+    scope: str, page: int, direction: str, label: str, disabled: bool
+) -> discord.ui.Button[discord.ui.View]:
+    custom_id = PAGE_ID.format(scope=scope, page=page, direction=direction)
+    return discord.ui.Button(label=label, style=discord.ButtonStyle.secondary, custom_id=custom_id, disabled=disabled)
 
 
 # --- autocomplete ---------------------------------------------------------------------------------

@@ -34,11 +34,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
 
 
 def service_of(bot: Castbot) -> CharacterService:
-    cog: Any = bot.get_cog("Characters")
-    assert cog is not None
-    service = cog.service
-    assert isinstance(service, CharacterService)
-    return service
+    return bot.services.characters
 
 
 async def run(
