@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -33,14 +31,6 @@ from bot.store.jobs import NewJob
 
 NOW = 1_790_000_000.0
 EVERY_PAIR = list(itertools.product(JobState, repeat=2))
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "castbot.sqlite3")
-    await database.migrate()
-    yield database
-    await database.close()
 
 
 async def job_in(db: Database, state: JobState) -> int:
