@@ -1,4 +1,4 @@
-"""Which providers may run a request, and in what order (`reference/budgets-routing.md` §6.8).
+"""Which providers may run a request, and in what order (ARCHITECTURE.md, "Routing").
 
 Decisions this module makes, so callers need not:
 
@@ -273,8 +273,8 @@ def fallback_allowed(error: ProviderError) -> bool:
 def chain_hold(candidates: Sequence[Candidate], fallback: bool) -> int:
     """The budget hold for a job that may run on `candidates` in turn.
 
-    §6.8.2 holds relay + official when the first hop bills on submit. Our adapters all bill on
-    success only, and a fallback happens only when the previous hop provably made no job, so at
+    Were a provider to bill on submit, the hold would have to cover every hop. Our adapters all bill
+    on success only, and a fallback happens only when the previous hop provably made no job, so at
     most one provider bills a job: the hold is the most expensive hop, not the sum.
     Without fallback only the first candidate can run.
     """

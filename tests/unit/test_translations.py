@@ -1,4 +1,4 @@
-"""Every catalog is complete and consistent with English (issue 9).
+"""Every catalog is complete and consistent with English.
 
 Fails when a message id lacks a translation, when a translation's placeholders differ from
 English, when a plural field misses a category its language needs, when a message cannot be
