@@ -8,6 +8,7 @@ COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY cogs ./cogs
 COPY migrations ./migrations
+COPY discord_sandbox ./discord_sandbox
 RUN pip install -e .
 
 USER castbot
