@@ -1,0 +1,61 @@
+"""Re-encoding off the event loop: a bounded pool of threads, one per concurrent encode.
+
+PyAV releases the GIL while it decodes and encodes, so threads run encodes in parallel and the
+event loop keeps answering Discord. `ENCODE_WORKERS` bounds how many run at once; further
+requests wait their turn in the pool's queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.media.fit import CannotFit, FitResult, fit_video, probe, verify
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """The outcome of fitting one video: the copy, or why there is none."""
+
+    result: FitResult | None
+    reason: str | None = None  # for the log; the member is told in general terms
+
+
+def fitted_path(original: Path) -> Path:
+    """Where the fitted copy of `original` lives: next to it (`<name>.fit.mp4`), the original kept."""
+    return original.with_name(f"{original.stem}.fit.mp4")
+
+
+class EncodingService:
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, workers)
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="encode")
+
+    async def fit(self, original: Path, limit: int) -> Fitted:
+        """A copy of `original` of at most `limit` bytes, verified to play; reused if already made
+        (a post retried after a restart does not encode twice)."""
+        dest = fitted_path(original)
+        if dest.exists() and 0 < dest.stat().st_size <= limit:
+            try:
+                source = await asyncio.get_running_loop().run_in_executor(self._pool, probe, original)
+                result = await asyncio.get_running_loop().run_in_executor(self._pool, verify, dest, limit, source)
+                return Fitted(result)
+            except Exception:
+                log.info("an earlier fitted copy of %s is not usable; encoding again", original.name)
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self._pool, fit_video, original, dest, limit)
+        except CannotFit as exc:
+            log.info("%s cannot be fitted under %d bytes: %s", original.name, limit, exc)
+            return Fitted(None, str(exc))
+        except Exception as exc:  # a bug or a full disk: post the link rather than nothing
+            log.exception("fitting %s failed", original.name)
+            return Fitted(None, repr(exc))
+        return Fitted(result)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
