@@ -1,11 +1,14 @@
 """Character embeds, the list paginator (buttons that survive restarts) and autocomplete choices.
 
-Frames are attached to the reply and referenced as `attachment://...`: Discord CDN links to our
-own files would expire, and the frames never leave the bot otherwise.
+Frames and previews are attached to the reply and referenced as `attachment://...`: Discord CDN
+links to our own files would expire, and the files never leave the bot otherwise. A card shows the
+animated preview as its image and the frontal frame as its thumbnail (the frame as its image when
+there is no preview); a list page is one embed: numbered lines and one gallery picture.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,11 +29,14 @@ from bot.services.characters import (
 
 COLOUR = discord.Colour(0x5865F2)
 FRONTAL_FILE = "frontal.jpg"
+PREVIEW_NAME = "preview"  # + the preview's suffix: preview.webp
+GALLERY_FILE = "gallery.jpg"
 COG_NAME = "Characters"
 PAGE_ID = "castbot:chars:{scope}:{page}:{direction}"
 PAGE_TEMPLATE = r"castbot:chars:(?P<scope>server|mine|community):(?P<page>[0-9]{1,7}):(?P<direction>[pn])"
 _DESCRIPTION_MAX = 1000  # of Discord's 4096: a character card, not an essay
 _CHOICE_MAX = 100  # Discord's limit on a choice's name and value
+_LIST_MAX = 4096  # Discord's limit on an embed's description
 
 
 @dataclass
@@ -111,9 +117,17 @@ def character_embed(view: CharacterView, locale: str) -> tuple[discord.Embed, li
         lines = "\n".join(f"**{p}**: {why[:200]}" for p, why in sorted(view.refused.items()))
         embed.add_field(name=t("characters.field.refused", locale), value=lines[:1024], inline=False)
     files = []
+    animated = view.preview if view.preview is not None and view.preview.is_file() else None
+    if animated is not None:
+        name = f"{PREVIEW_NAME}{animated.suffix}"
+        embed.set_image(url=f"attachment://{name}")
+        files.append(discord.File(animated, filename=name))
     frame = _frame_file(view, FRONTAL_FILE)
     if frame is not None:
-        embed.set_image(url=f"attachment://{FRONTAL_FILE}")
+        if animated is not None:
+            embed.set_thumbnail(url=f"attachment://{FRONTAL_FILE}")
+        else:
+            embed.set_image(url=f"attachment://{FRONTAL_FILE}")
         files.append(frame)
     return embed, files
 
@@ -170,19 +184,18 @@ def _line(view: CharacterView, scope: str, locale: str) -> str:
 
 
 def page_reply(page: Page, locale: str) -> Reply:
-    """Up to PAGE_SIZE small cards, each with its frontal frame as thumbnail, and page buttons."""
+    """One compact card: a numbered line per character and, as its image, the gallery of their
+    frontal frames numbered alike; page buttons below."""
     if not page.items:
         return Reply(content=t(f"characters.list.empty.{page.scope}", locale))
     header = t(f"characters.list.{page.scope}", locale, page=page.page + 1, pages=page.pages, total=page.total)
     reply = Reply(content=header)
-    for item in page.items:
-        embed = discord.Embed(title=f"@{item.name}", description=_line(item, page.scope, locale), colour=COLOUR)
-        filename = f"c{item.id}.jpg"
-        frame = _frame_file(item, filename)
-        if frame is not None:
-            embed.set_thumbnail(url=f"attachment://{filename}")
-            reply.files.append(frame)
-        reply.embeds.append(embed)
+    lines = [f"**{n}.** **@{item.name}** — {_line(item, page.scope, locale)}" for n, item in enumerate(page.items, 1)]
+    embed = discord.Embed(description="\n".join(lines)[:_LIST_MAX], colour=COLOUR)
+    if page.gallery is not None:
+        embed.set_image(url=f"attachment://{GALLERY_FILE}")
+        reply.files.append(discord.File(io.BytesIO(page.gallery), filename=GALLERY_FILE))
+    reply.embeds.append(embed)
     if page.pages > 1:
         # plain buttons: their custom ids are the page buttons' template (bot/actions/buttons.py),
         # so a click reaches the registered handler, also after a restart

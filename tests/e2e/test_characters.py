@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from bot.app import Castbot
 from bot.i18n import t
@@ -61,6 +64,19 @@ async def count_characters(bot: Castbot) -> int:
     return int(row[0])
 
 
+def list_names(reply: StoredMessage) -> list[str]:
+    """The names on a list page, in order, from its one embed's numbered lines."""
+    [embed] = reply.embeds
+    return re.findall(r"^\*\*\d+\.\*\* \*\*(@[^*]+)\*\*", embed["description"], re.MULTILINE)
+
+
+def assert_animated_webp(data: bytes) -> None:
+    assert len(data) < 2_000_000
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == "WEBP" and getattr(image, "is_animated", False)
+        assert image.info["loop"] == 0 and getattr(image, "n_frames", 1) >= 10
+
+
 def stored_files(data: Path) -> list[str]:
     return sorted(
         str(p.relative_to(data))
@@ -81,8 +97,11 @@ async def test_create_then_list_then_info(
     assert "Created `@Anna`" in reply.content
     card = reply.embeds[0]
     assert card["title"] == "@Anna" and card["description"] == "A **red** fox"
-    assert card["image"]["url"] == "attachment://frontal.jpg"
+    # the animated preview is the card's image, the frontal frame its thumbnail
+    assert card["image"]["url"] == "attachment://preview.webp"
+    assert card["thumbnail"]["url"] == "attachment://frontal.jpg"
     assert reply.file("frontal.jpg").data[:3] == b"\xff\xd8\xff"
+    assert_animated_webp(reply.file("preview.webp").data)
     fields = {f["name"]: f["value"] for f in card["fields"]}
     assert fields["Owner"] == f"<@{world.member.id}>" and fields["Visible to"] == "everyone in its server"
     assert reply.pinged_user_ids == []
@@ -92,19 +111,36 @@ async def test_create_then_list_then_info(
     sha = hashlib.sha256(clips["clip"]).hexdigest()
     assert [f for f in files if f.startswith("clips/")] == [f"clips/{sha}.mp4"]
     assert "frames/1/ref_0.jpg" in files and not [f for f in files if f.startswith("tmp/")]
+    assert "frames/1/preview.webp" in files  # beside the frames: it lives as long as the character
 
     listed = await run(sandbox, world.guild, world.channel, world.admin, "character list")
     assert "1 in all" in listed.content
-    assert [e["title"] for e in listed.embeds] == ["@Anna"]
-    assert listed.embeds[0]["thumbnail"]["url"] == "attachment://c1.jpg" and listed.file("c1.jpg")
+    assert len(listed.embeds) == 1 and listed.embeds[0]["description"].startswith("**1.** **@Anna** — ")
+    assert listed.embeds[0]["image"]["url"] == "attachment://gallery.jpg"
+    assert [a.filename for a in listed.attachments] == ["gallery.jpg"]
+    assert listed.file("gallery.jpg").data[:3] == b"\xff\xd8\xff"
 
     info = await run(sandbox, world.guild, world.channel, world.admin, "character info", name="anna")
-    assert info.embeds[0]["title"] == "@Anna" and info.embeds[0]["image"]["url"] == "attachment://frontal.jpg"
+    assert info.embeds[0]["title"] == "@Anna" and info.embeds[0]["image"]["url"] == "attachment://preview.webp"
+    assert info.embeds[0]["thumbnail"]["url"] == "attachment://frontal.jpg"
     assert info.file("frontal.jpg").data == reply.file("frontal.jpg").data
+    assert info.file("preview.webp").data == reply.file("preview.webp").data  # made once, at creation
 
     choices = await sandbox.autocomplete(world.guild, world.channel, world.admin, "character info", focused="name",
                                          value="AN")  # fmt: skip
     assert choices == [{"name": "Anna", "value": "Anna"}]
+
+
+async def test_info_makes_the_preview_of_a_character_that_lacks_one(
+    sandbox: DiscordSandbox, world: World, castbot: Castbot, harness: BotHarness, clips: dict[str, bytes]
+) -> None:
+    await create(sandbox, world, clips, "Olde")
+    preview = harness.settings().data_dir / "frames" / "1" / "preview.webp"
+    preview.unlink()  # a character made before previews existed
+    info = await run(sandbox, world.guild, world.channel, world.member, "character info", name="olde")
+    assert info.embeds[0]["image"]["url"] == "attachment://preview.webp"
+    assert_animated_webp(info.file("preview.webp").data)
+    assert preview.is_file()  # kept: the next /character info sends it as it is
 
 
 async def test_duplicate_name_gets_a_free_suggestion(
@@ -188,7 +224,7 @@ async def test_public_share_import_then_revoke_refuses_use_in_the_other_guild(
 
     community = await run(sandbox, world.other_guild, world.other_channel, world.other_member, "character list",
                           scope="community")  # fmt: skip
-    assert [e["title"] for e in community.embeds] == ["@Fox"] and code in community.embeds[0]["description"]
+    assert list_names(community) == ["@Fox"] and code in community.embeds[0]["description"]
 
     imported = await run(sandbox, world.other_guild, world.other_channel, world.other_member, "character import",
                          code=code.lower(), name="Vulpes")  # fmt: skip
@@ -269,15 +305,18 @@ async def test_list_pages_with_buttons_that_survive_a_restart(
         await create(sandbox, world, clips, f"hero{n}")
     first = await run(sandbox, world.guild, world.channel, world.member, "character list")
     assert first.content.startswith("Characters you can use in this server (page 1/2, 6 in all)")
-    assert [e["title"] for e in first.embeds] == [f"@hero{n}" for n in range(5)]
+    assert list_names(first) == [f"@hero{n}" for n in range(5)]
+    assert [a.filename for a in first.attachments] == ["gallery.jpg"]
+    with Image.open(io.BytesIO(first.file("gallery.jpg").data)) as sheet:
+        assert sheet.format == "JPEG" and sheet.size == (3 * 192 + 2 * 6, 2 * 240 + 6)  # 3 over 2
     assert first.custom_ids() == ["castbot:chars:server:0:p", "castbot:chars:server:1:n"]
 
     await harness.restart()
     clicked = await sandbox.click(first, "castbot:chars:server:1:n", world.member)
     page = await clicked.wait_final_message(timeout=TIMEOUT)
     assert page.content.startswith("Characters you can use in this server (page 2/2")
-    assert [e["title"] for e in page.embeds] == ["@hero5"]
-    assert [a.filename for a in page.attachments] == ["c6.jpg"]
+    assert list_names(page) == ["@hero5"]
+    assert [a.filename for a in page.attachments] == ["gallery.jpg"]
 
 
 # --- a provider that refuses likeness -------------------------------------------------------------

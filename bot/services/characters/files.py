@@ -1,5 +1,7 @@
 """A character's files under DATA_DIR: the clip at clips/<sha256>.<ext> (one copy per content,
-shared by every character made from it) and its reference frames at frames/<id>/ref_N.jpg.
+shared by every character made from it), its reference frames at frames/<id>/ref_N.jpg and its
+animated preview beside them at frames/<id>/preview.webp (.gif without libwebp): everything under
+frames/<id>/ lives as long as the character.
 
 Media work (probe, frame extraction) is CPU-bound and runs in worker threads. Nothing here knows
 about the database; the service decides what to keep. Work in progress lives in DATA_DIR/tmp and
@@ -21,6 +23,7 @@ from pathlib import Path
 import httpx
 
 from bot import media
+from bot.media import preview
 from bot.services.characters.errors import ClipRefused, UploadRefused
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,7 @@ class CharacterFiles:
         # Held from storing a clip until its character row exists (or the clip is discarded), so a
         # failed create never deletes a clip another create of the same bytes is about to use.
         self.clip_locks = KeyedLocks()
+        self.preview_locks = KeyedLocks()  # one preview made at a time per character
 
     def path(self, relative: str) -> Path:
         """A stored path (relative to DATA_DIR, so the data folder can move) made absolute."""
@@ -140,6 +144,28 @@ class CharacterFiles:
         # a failed earlier attempt may have left a folder under the same (reused) id
         await asyncio.to_thread(_move_dir, frames.folder, self.data / "frames" / str(character_id))
         return [f"frames/{character_id}/{name}" for name in frames.names]
+
+    def preview_path(self, character_id: int) -> Path:
+        """Where the character's animated preview is (or will be): beside its frames."""
+        return self.data / "frames" / str(character_id) / f"preview{preview.PREVIEW_SUFFIX}"
+
+    async def ensure_preview(self, character_id: int, clip: str, window_start: float, duration: float) -> Path | None:
+        """The character's preview, made from its clip's best window if missing; None when it
+        cannot be made (an unreadable clip, too large): a character works without one."""
+        dest = self.preview_path(character_id)
+        async with self.preview_locks.hold(character_id):
+            if await asyncio.to_thread(dest.is_file):
+                return dest
+            # the middle of the best window, kept inside the clip
+            middle = window_start + max(0.0, BEST_WINDOW_SECONDS - preview.PREVIEW_SECONDS) / 2
+            start = max(0.0, min(middle, duration - preview.PREVIEW_SECONDS))
+            try:
+                made = await asyncio.to_thread(preview.make_preview, self.path(clip), dest, start)
+            except (media.ClipRejected, preview.PreviewTooLarge, OSError) as exc:
+                log.warning("no preview for character %s: %s", character_id, exc)
+                return None
+            log.info("preview for character %s: %d bytes, %d frames", character_id, made.bytes, made.frames)
+            return dest
 
     async def discard_frames(self, folder: Path) -> None:
         await asyncio.to_thread(shutil.rmtree, folder, True)

@@ -33,6 +33,7 @@ from bot import media
 from bot.config import Settings
 from bot.db import Database
 from bot.errors import GuildOnly
+from bot.media.preview import gallery
 from bot.prompts import (
     AT_SIGNS,
     InvalidName,
@@ -215,7 +216,7 @@ class CharacterService:
         row = await store.get(self._db, character_id)
         assert row is not None
         registration = await self._register_preferred(row, guild_id, clip_url)
-        return Created(await self._view(actor, Listed(row)), registration)
+        return Created(await self._view(actor, Listed(row), preview=True), registration)
 
     async def _insert(
         self,
@@ -420,7 +421,8 @@ class CharacterService:
         else:
             rows = await store.list_community(self._db, PAGE_SIZE, offset)
         items = tuple([await self._view(actor, r) for r in rows])
-        return Page(scope, page, pages, total, items)
+        sheet = await asyncio.to_thread(gallery, [i.frontal for i in items]) if items else None
+        return Page(scope, page, pages, total, items, sheet)
 
     async def autocomplete(self, actor: Actor, text: str, purpose: str = "use") -> list[NameChoice]:
         """Up to 25 names for an autocomplete: those `purpose` allows this member (use: usable
@@ -555,7 +557,11 @@ class CharacterService:
         names = await store.usable_names(self._db, guild_id, actor.user_id)
         raise CharacterNotFound(name, close_matches(key, names))
 
-    async def _view(self, actor: Actor, entry: Listed, *, detailed: bool = False) -> CharacterView:
+    async def _view(
+        self, actor: Actor, entry: Listed, *, detailed: bool = False, preview: bool = False
+    ) -> CharacterView:
+        """`detailed`: with refusals and imports; `detailed` or `preview`: with the animated
+        preview, made now if missing (characters made before previews existed get one lazily)."""
         row, via = entry.character, entry.via
         is_owner = row.owner_id == actor.user_id and row.guild_id == actor.guild_id
         state = None
@@ -570,6 +576,9 @@ class CharacterService:
             if is_owner:
                 imports = await store.count_imports(self._db, row.id)
         frontal = self._files.path(row.frame_paths[0]) if row.frame_paths else None
+        animated = None
+        if (detailed or preview) and state in (None, "ok"):
+            animated = await self._files.ensure_preview(row.id, row.clip_path, row.best_window_start, row.clip_duration)
         return CharacterView(
             id=row.id,
             name=via.alias if via is not None else row.name,
@@ -589,6 +598,7 @@ class CharacterService:
             is_owner=is_owner,
             import_count=imports,
             refused=refused,
+            preview=animated,
         )
 
     @staticmethod

@@ -42,6 +42,7 @@ class CharacterView:
     is_owner: bool = False
     import_count: int = 0  # how many guilds imported it (owner's view)
     refused: Mapping[str, str] = field(default_factory=dict)  # provider -> why it refused
+    preview: Path | None = None  # the looping animated preview (WebP), on create and info
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class Page:
     pages: int
     total: int
     items: tuple[CharacterView, ...]
+    gallery: bytes | None = None  # one JPEG of the items' frontal frames, numbered from 1
 
 
 @dataclass(frozen=True)
