@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageSequence
 
 from bot import media
-from bot.media import ClipRejected
+from bot.media import ClipRejected, preview
 from bot.media.preview import (
     GALLERY_GAP,
     GALLERY_TILE,
@@ -118,3 +118,12 @@ def test_the_gallery_numbers_its_tiles_in_a_grid(tmp_path: Path) -> None:
         blank = sheet.convert("RGB").crop((tw + GALLERY_GAP + 60, 60, 2 * tw, th - 20))
         assert max(high for _, high in blank.getextrema()) < 80  # type: ignore[misc]  # dark background only
     assert len(data) < 200_000
+
+
+def test_without_libwebp_the_preview_is_a_looping_gif(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(preview, "PREVIEW_FORMAT", "GIF")
+    clip = clips.make_clip(tmp_path / "c.mp4", seconds=4.0, size=(640, 360), fps=24, blur=())
+    made = make_preview(clip, tmp_path / "p.gif", 0.5)
+    assert made.bytes < MAX_PREVIEW_BYTES and made.frames == 25
+    with Image.open(made.path) as image:
+        assert image.format == "GIF" and getattr(image, "n_frames", 1) == 25 and image.info["loop"] == 0
