@@ -36,6 +36,7 @@ from bot.services.guilds import GuildService
 from bot.services.health import HealthService
 from bot.services.jobs_view import JobsViewService
 from bot.services.server_settings import SettingsService
+from bot.services.storage import StorageService
 from bot.services.tracking import Tracker
 from bot.ui.replies import fit_content, locale_of, reply
 from bot.ui.translator import CastbotTranslator
@@ -56,6 +57,7 @@ class Services:
 
     guilds: GuildService
     health: HealthService
+    storage: StorageService
     about: AboutService
     budget: BudgetService
     characters: CharacterService
@@ -78,10 +80,13 @@ def build_services(
     wakeup = asyncio.Event()
     guilds = GuildService(db)
     health = HealthService(db, guilds=guilds, configured=tuple(providers))
+    storage = StorageService(
+        db, settings.data_dir, retention_days=settings.video_retention_days, max_bytes=settings.data_max_bytes
+    )
     budget = BudgetService(db, settings, guilds)
-    characters = CharacterService(db, settings, providers, guilds, http_client)
+    characters = CharacterService(db, settings, providers, guilds, http_client, storage=storage)
     generation = GenerationService(
-        db, providers, guilds, characters, budget, health, poll_min_seconds=settings.poll_min_seconds
+        db, providers, guilds, characters, budget, health, poll_min_seconds=settings.poll_min_seconds, storage=storage
     )
     tracker = Tracker(
         db,
@@ -98,7 +103,8 @@ def build_services(
     return Services(
         guilds=guilds,
         health=health,
-        about=AboutService(settings, db, providers, health),
+        storage=storage,
+        about=AboutService(settings, db, providers, health, storage=storage),
         budget=budget,
         characters=characters,
         generation=generation,

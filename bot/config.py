@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     # before we conclude it never arrived and release the hold.
     reconcile_grace_seconds: float = Field(default=120.0, ge=0)
     max_clip_mb: int = Field(default=50, gt=0)
+    # The storage janitor (bot/services/storage.py): finished videos and deleted characters' files
+    # go after this many days, and finished videos oldest first while DATA_DIR is over DATA_MAX_GB.
+    video_retention_days: float = Field(default=14.0, gt=0)
+    data_max_gb: Decimal = Field(default=Decimal(10), gt=0)  # decimal GB; 0.05 is 50 MB
     log_level: str = "INFO"
 
     @field_validator("*", mode="after")
@@ -127,6 +131,10 @@ class Settings(BaseSettings):
     @property
     def database_path(self) -> Path:
         return self.data_dir / "castbot.sqlite3"
+
+    @property
+    def data_max_bytes(self) -> int:
+        return int(self.data_max_gb * 1_000_000_000)
 
     @property
     def max_clip_bytes(self) -> int:

@@ -73,7 +73,13 @@ class DeliveryCog(commands.Cog):
     async def tick(self) -> None:
         """One pass; each step is contained so one failure never starves the others."""
         services, actions = self.bot.services, self.bot.actions.delivery
-        steps = (services.dispatcher.fill, services.tracker.poll_once, actions.note_statuses, actions.deliver_finished)
+        steps = (
+            services.dispatcher.fill,
+            services.tracker.poll_once,
+            actions.note_statuses,
+            actions.deliver_finished,
+            services.storage.maybe_sweep,  # the storage janitor, every few minutes
+        )
         for step in steps:
             try:
                 await step()

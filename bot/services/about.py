@@ -13,6 +13,7 @@ from bot.providers.base import Orientation, Quality, VideoProvider
 from bot.providers.pricing import UnknownPrice
 from bot.services.health import HealthService
 from bot.services.routing import typical_request
+from bot.services.storage import StorageService, StorageUsage
 
 # The job /about prices: 8 s, landscape, standard quality, one character.
 TYPICAL_SECONDS = 8
@@ -35,6 +36,7 @@ class AboutInfo:
     version: str
     providers: tuple[ProviderStatus, ...]
     typical_seconds: int = TYPICAL_SECONDS
+    storage: StorageUsage | None = None  # shown to moderators only
 
 
 def typical_price(provider: VideoProvider) -> int | None:
@@ -55,8 +57,10 @@ class AboutService:
         providers: Mapping[str, VideoProvider],
         health: HealthService,
         clock: Callable[[], float] = time.time,
+        storage: StorageService | None = None,
     ) -> None:
         self._settings = settings
+        self._storage = storage
         self._db = db
         self._providers = providers
         self._health = health
@@ -69,7 +73,8 @@ class AboutService:
             self._prices = {name: typical_price(p) for name, p in self._providers.items()}
         return self._prices
 
-    async def about(self) -> AboutInfo:
+    async def about(self, *, with_storage: bool = False) -> AboutInfo:
+        """`with_storage`: include DATA_DIR's usage (the caller decided the reader is a moderator)."""
         names = list(self._providers)
         states = await self._health.states(names)
         prices = await self._typical_prices()
@@ -91,4 +96,5 @@ class AboutService:
                     model=self._providers[name].model,
                 )
             )
-        return AboutInfo(version=__version__, providers=tuple(statuses))
+        usage = await self._storage.usage() if with_storage and self._storage is not None else None
+        return AboutInfo(version=__version__, providers=tuple(statuses), storage=usage)

@@ -43,6 +43,7 @@ from bot.services.health import HealthService
 from bot.services.job_outcome import outcome_of
 from bot.services.job_request import characters_of, request_of
 from bot.services.routing import RouteNeeds, chain_hold, fallback_allowed, route
+from bot.services.storage import StorageService, refused_when_full
 from bot.store import jobs as store
 from bot.store.jobs import NewJob
 
@@ -102,8 +103,10 @@ class GenerationService:
         *,
         clock: Callable[[], float] = time.time,
         poll_min_seconds: float = 2.0,
+        storage: StorageService | None = None,
     ) -> None:
         self._db = db
+        self._storage = storage  # None: no space check
         self._providers = providers
         self._guilds = guilds
         self._characters = characters
@@ -155,33 +158,37 @@ class GenerationService:
             "characters": [{"id": c.character_id, "key": c.key, "name": c.name} for c in characters],
             "requested_provider": requested,
         }
-        async with self._db.transaction() as conn:
-            if cmd.interaction_id is not None:
-                existing = await store.by_interaction(conn, cmd.interaction_id)
-                if existing is not None:
-                    return Admitted(existing, characters, duplicate=True)
-            await self._budget.check_activity(conn, actor.guild_id, actor.user_id, settings)
-            job_id = await store.insert(
-                conn,
-                NewJob(
-                    interaction_id=cmd.interaction_id,
-                    guild_id=actor.guild_id,
-                    channel_id=cmd.channel_id,
-                    user_id=actor.user_id,
-                    locale=cmd.locale,
-                    prompt=prompt,
-                    request=request_json,
-                    providers=tuple(c.name for c in chain),
-                    estimate_micros=hold,
-                    global_period=plan.periods.global_month,
-                    guild_period=plan.periods.guild_month,
-                    member_period=plan.periods.member_day,
-                    deadline_at=now + JOB_DEADLINE_SECONDS,
-                ),
-                now,
-            )
-            await self._budget.hold(conn, job_id, plan, hold, now)
-            job = await store.get(conn, job_id)
+        if self._storage is not None:
+            await self._storage.require_space()  # a full disk: refused before anything is held
+        # a write failing for lack of space is rolled back whole and refused the same way
+        with refused_when_full():
+            async with self._db.transaction() as conn:
+                if cmd.interaction_id is not None:
+                    existing = await store.by_interaction(conn, cmd.interaction_id)
+                    if existing is not None:
+                        return Admitted(existing, characters, duplicate=True)
+                await self._budget.check_activity(conn, actor.guild_id, actor.user_id, settings)
+                job_id = await store.insert(
+                    conn,
+                    NewJob(
+                        interaction_id=cmd.interaction_id,
+                        guild_id=actor.guild_id,
+                        channel_id=cmd.channel_id,
+                        user_id=actor.user_id,
+                        locale=cmd.locale,
+                        prompt=prompt,
+                        request=request_json,
+                        providers=tuple(c.name for c in chain),
+                        estimate_micros=hold,
+                        global_period=plan.periods.global_month,
+                        guild_period=plan.periods.guild_month,
+                        member_period=plan.periods.member_day,
+                        deadline_at=now + JOB_DEADLINE_SECONDS,
+                    ),
+                    now,
+                )
+                await self._budget.hold(conn, job_id, plan, hold, now)
+                job = await store.get(conn, job_id)
         assert job is not None
         crash_point("after_hold")
         if characters:

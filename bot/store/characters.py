@@ -101,6 +101,7 @@ class FinishedJob:
     prompt: str
     result_path: str
     created_at: float
+    result_purged_at: float | None  # the storage janitor deleted the video
 
 
 _CHARACTER_FIELDS = (
@@ -545,8 +546,9 @@ async def finished_jobs(source: Source, guild_id: int, user_id: int, limit: int)
     marks = ", ".join("?" for _ in FINISHED_JOB_STATES)
     rows = await _all(
         source,
-        "SELECT id, prompt, result_path, created_at FROM jobs WHERE guild_id = ? AND user_id = ? "
-        f"AND state IN ({marks}) AND result_path IS NOT NULL ORDER BY created_at DESC, id DESC LIMIT ?",
+        "SELECT id, prompt, result_path, created_at, result_purged_at FROM jobs WHERE guild_id = ? "
+        f"AND user_id = ? AND state IN ({marks}) AND result_path IS NOT NULL AND result_purged_at IS NULL "
+        "ORDER BY created_at DESC, id DESC LIMIT ?",
         (guild_id, user_id, *FINISHED_JOB_STATES, limit),
     )
     return [mapped(FinishedJob, r) for r in rows]
@@ -556,7 +558,8 @@ async def finished_job(source: Source, guild_id: int, user_id: int, job_id: int)
     marks = ", ".join("?" for _ in FINISHED_JOB_STATES)
     row = await _one(
         source,
-        "SELECT id, prompt, result_path, created_at FROM jobs WHERE id = ? AND guild_id = ? AND user_id = ? "
+        "SELECT id, prompt, result_path, created_at, result_purged_at FROM jobs "
+        "WHERE id = ? AND guild_id = ? AND user_id = ? "
         f"AND state IN ({marks}) AND result_path IS NOT NULL",
         (job_id, guild_id, user_id, *FINISHED_JOB_STATES),
     )

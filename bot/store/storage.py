@@ -47,6 +47,7 @@ class DeletedCharacterFiles:
 class Protected:
     videos: frozenset[str]  # result_path values of jobs whose video is still owed
     character_files: frozenset[str]  # clip and frame paths (relative to DATA_DIR) still in use
+    characters: frozenset[int]  # live characters, and those an open job refers to
 
 
 async def _all(source: Source, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -113,7 +114,7 @@ async def protected_paths(source: Source) -> Protected:
     )
     characters = await _all(
         source,
-        "SELECT clip_path, frame_paths FROM characters WHERE deleted_at IS NULL "
+        "SELECT id, clip_path, frame_paths FROM characters WHERE deleted_at IS NULL "
         "OR id IN (SELECT json_extract(c.value, '$.id') FROM jobs, json_each(jobs.request_json, '$.characters') c "
         f"WHERE jobs.state IN ({_marks(_OPEN)}))",
         _OPEN,
@@ -122,7 +123,11 @@ async def protected_paths(source: Source) -> Protected:
     for row in characters:
         files.add(row["clip_path"])
         files.update(json.loads(row["frame_paths"]))
-    return Protected(videos=frozenset(r["result_path"] for r in videos), character_files=frozenset(files))
+    return Protected(
+        videos=frozenset(r["result_path"] for r in videos),
+        character_files=frozenset(files),
+        characters=frozenset(r["id"] for r in characters),
+    )
 
 
 async def mark_video_deleted(conn: aiosqlite.Connection, job_id: int, now: float) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import discord
 
 from bot.domain.money import format_price
 from bot.i18n import t
 from bot.services.about import AboutInfo, ProviderStatus
+from bot.services.storage import StorageUsage
 
 BRAND_COLOUR = discord.Colour(0x5865F2)
 
@@ -40,6 +42,22 @@ def _provider_line(status: ProviderStatus, locale: str) -> str:
     return t("about.provider_line", locale, name=name, state=_state(status, locale), price=_price(status, locale))
 
 
+def _mb(size: int | None) -> Decimal | str:
+    """Bytes as decimal megabytes, one decimal place (formatted in the reader's locale)."""
+    return "?" if size is None else (Decimal(size) / 1_000_000).quantize(Decimal("0.1"))
+
+
+def _storage(usage: StorageUsage, locale: str) -> str:
+    return t(
+        "about.storage_value",
+        locale,
+        used=_mb(usage.used_bytes),
+        limit=_mb(usage.limit_bytes),
+        videos=_mb(usage.videos_bytes),
+        free=_mb(usage.free_bytes),
+    )
+
+
 def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
 
@@ -55,6 +73,8 @@ def about_embed(info: AboutInfo, locale: str) -> discord.Embed:
         value="\n".join(_provider_line(p, locale) for p in info.providers),
         inline=False,
     )
+    if info.storage is not None:
+        embed.add_field(name=t("about.storage", locale), value=_storage(info.storage, locale), inline=False)
     embed.add_field(name=t("about.help", locale), value=t("about.help_value", locale), inline=False)
     if any(p.paid for p in info.providers):
         embed.set_footer(text=t("about.price_note", locale, seconds=info.typical_seconds))

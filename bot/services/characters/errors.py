@@ -97,6 +97,13 @@ class JobNotFound(UserFacingError):
         super().__init__("characters.extract.no_job")
 
 
+class VideoNotKept(UserFacingError):
+    """The job's video was deleted by the storage janitor (bot/services/storage.py)."""
+
+    def __init__(self) -> None:
+        super().__init__("characters.extract.video_not_kept")
+
+
 class BadChoice(UserFacingError):
     def __init__(self, option: str, value: str) -> None:
         super().__init__("characters.bad_choice", option=option, value=shown(value, 20))

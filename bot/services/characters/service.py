@@ -62,6 +62,7 @@ from bot.services.characters.errors import (
     Unusable,
     UnusableName,
     UploadRefused,
+    VideoNotKept,
 )
 from bot.services.characters.files import CharacterFiles, Frames, StoredClip
 from bot.services.characters.handles import HandleRegistry, fresh, is_refusal
@@ -80,6 +81,7 @@ from bot.services.characters.values import (
     UsableCharacter,
 )
 from bot.services.guilds import GuildService
+from bot.services.storage import StorageService
 from bot.store import characters as store
 from bot.store.characters import CharacterRow, Listed, Reach
 
@@ -119,14 +121,18 @@ class CharacterService:
         http_client: httpx.AsyncClient,
         *,
         clock: Callable[[], float] = time.time,
+        storage: StorageService | None = None,
     ) -> None:
         self._db = db
         self._settings = settings
+        self._storage = storage  # None: no space check
         self._providers = providers
         self._guilds = guilds
         self._clock = clock
         self._files = CharacterFiles(settings.data_dir, http_client, settings.max_clip_bytes)
         self._handles = HandleRegistry(db, clock)
+        if storage is not None:
+            storage.use_clip_locks(self._files.clip_locks)  # its janitor never races a create
 
     # --- create -----------------------------------------------------------------------------------
 
@@ -146,6 +152,7 @@ class CharacterService:
         self._check_choice("visibility", visibility, VISIBILITIES)
         self.check_upload(upload)
         await self._require_free(guild_id, clean)
+        await self._require_space()
         tmp = self._files.temporary("upload")
         try:
             sha = await self._files.download(upload.url, tmp)
@@ -163,18 +170,28 @@ class CharacterService:
         job = await store.finished_job(self._db, guild_id, actor.user_id, job_id)
         if job is None:
             raise JobNotFound()
+        if job.result_purged_at is not None:
+            raise VideoNotKept()
         source = self._files.path(job.result_path)
         if not await asyncio.to_thread(source.is_file):
             raise JobNotFound()
         await self._require_free(guild_id, clean)
+        await self._require_space()
         sha = await asyncio.to_thread(media.sha256_file, source)
         return await self._create(actor, clean, description, visibility, source, sha, owned=False, job_id=job.id)
 
     async def check_finished_job(self, actor: Actor, job_id: int) -> None:
         """JobNotFound unless `job_id` is one of the actor's finished videos in this guild."""
         guild_id = self._guild(actor)
-        if await store.finished_job(self._db, guild_id, actor.user_id, job_id) is None:
+        job = await store.finished_job(self._db, guild_id, actor.user_id, job_id)
+        if job is None:
             raise JobNotFound()
+        if job.result_purged_at is not None:
+            raise VideoNotKept()
+
+    async def _require_space(self) -> None:
+        if self._storage is not None:
+            await self._storage.require_space()
 
     def check_upload(self, upload: Upload) -> None:
         """Refuse from the metadata alone (type, declared size): nothing is downloaded."""

@@ -1,0 +1,329 @@
+"""Storage that never fills the disk: the janitor, the space check before new work, the usage.
+
+The janitor (`sweep`, run by the delivery loop through `maybe_sweep`) deletes
+- finished videos (the job's `result_path` and its `<stem>.fit.mp4` copy) once the member has
+  been given them and they are older than VIDEO_RETENTION_DAYS, then the oldest first while
+  DATA_DIR is larger than DATA_MAX_GB;
+- the clip (unless another character shares it) and frames of soft-deleted characters, after the
+  same retention, and the oldest deleted first when videos alone cannot bring DATA_DIR under.
+Live characters' files are never deleted, nor anything a job in progress refers to: every
+deletion is checked against `bot.store.storage.protected_paths`, read afresh before each one,
+and never leaves DATA_DIR. Each deletion is recorded (`result_purged_at`, `files_purged_at`) after
+the files are gone, so a crash between the two leaves at worst a record the next pass completes.
+
+A full disk (ENOSPC) or an unwritable DATA_DIR: `require_space` refuses new jobs and characters
+with a clear message, checked by writing a small file each time, so the refusal ends by itself
+as soon as space returns. Jobs already admitted keep their holds: a failed download or write in
+the tracker is an `Unavailable` / a logged exception, and the job is simply looked at later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import secrets
+import shutil
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from bot.db import Database
+from bot.errors import UserFacingError
+from bot.store import storage as store
+
+log = logging.getLogger(__name__)
+
+GB = 1_000_000_000  # DATA_MAX_GB is decimal gigabytes
+DAY = 86400.0
+SWEEP_INTERVAL_SECONDS = 600.0  # how often the delivery loop runs the janitor
+# New work needs room for at least a video or a clip: below this much free space it is refused.
+DEFAULT_RESERVE_BYTES = 64 * 1024 * 1024
+_PROBE_BYTES = 4096
+FIT_SUFFIX = ".fit.mp4"  # the copy of a video fitted to a server's upload limit, next to it
+
+
+class StorageFull(UserFacingError):
+    """New work refused: DATA_DIR is full or cannot be written."""
+
+    def __init__(self) -> None:
+        super().__init__("storage.full")
+
+
+class KeyLocks(Protocol):
+    """The character service's per-clip locks (bot/services/characters/files.py KeyedLocks)."""
+
+    def hold(self, key: Hashable) -> AbstractAsyncContextManager[None]: ...
+
+
+class _NoLocks:
+    @contextlib.asynccontextmanager
+    async def hold(self, key: Hashable) -> AsyncIterator[None]:
+        yield
+
+
+@dataclass(frozen=True)
+class StorageUsage:
+    used_bytes: int  # everything under DATA_DIR, the database included
+    limit_bytes: int  # DATA_MAX_GB
+    videos_bytes: int  # finished videos (DATA_DIR/videos)
+    free_bytes: int | None  # left on the file system; None when it cannot be read
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    videos: int = 0  # jobs whose video was deleted
+    characters: int = 0  # deleted characters whose files were removed
+    freed_bytes: int = 0
+    used_bytes: int = 0  # DATA_DIR after the sweep
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """A write failed for lack of space or permission (OS or SQLite), not for a bug."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        return "disk is full" in text or "readonly" in text or "disk i/o error" in text
+    return False
+
+
+@contextlib.contextmanager
+def refused_when_full() -> Iterator[None]:
+    """Around a write of new work: a full or unwritable disk becomes StorageFull (SQLite has
+    rolled the transaction back, so nothing is half-written)."""
+    try:
+        yield
+    except (OSError, sqlite3.OperationalError) as exc:
+        if is_disk_full(exc):
+            log.warning("refusing new work: a write failed (%s)", exc)
+            raise StorageFull() from exc
+        raise
+
+
+class StorageService:
+    def __init__(
+        self,
+        db: Database,
+        data_dir: Path,
+        *,
+        retention_days: float,
+        max_bytes: int,
+        reserve_bytes: int = DEFAULT_RESERVE_BYTES,
+        clip_locks: KeyLocks | None = None,
+        clock: Callable[[], float] = time.time,
+        sweep_interval: float = SWEEP_INTERVAL_SECONDS,
+    ) -> None:
+        self._db = db
+        self.data_dir = data_dir
+        self._retention = retention_days * DAY
+        self._max_bytes = max_bytes
+        self._reserve = reserve_bytes
+        self._locks: KeyLocks = clip_locks or _NoLocks()
+        self._clock = clock
+        self._interval = sweep_interval
+        self._last_sweep: float | None = None
+        self._sweeping = asyncio.Lock()
+
+    def use_clip_locks(self, locks: KeyLocks) -> None:
+        """Share the character service's per-clip locks: a clip is never deleted while a new
+        character made from the same bytes is being stored."""
+        self._locks = locks
+
+    # --- the space check --------------------------------------------------------------------------
+
+    async def require_space(self) -> None:
+        """StorageFull unless DATA_DIR can be written and keeps the reserve free."""
+        problem = await asyncio.to_thread(_probe, self.data_dir, self._reserve)
+        if problem is not None:
+            log.warning("refusing new work: DATA_DIR %s %s", self.data_dir, problem)
+            raise StorageFull()
+
+    # --- usage ------------------------------------------------------------------------------------
+
+    async def usage(self) -> StorageUsage:
+        used = await asyncio.to_thread(_tree_size, self.data_dir)
+        videos = await asyncio.to_thread(_tree_size, self.data_dir / "videos")
+        free: int | None
+        try:
+            free = (await asyncio.to_thread(shutil.disk_usage, self.data_dir)).free
+        except OSError:
+            free = None
+        return StorageUsage(used_bytes=used, limit_bytes=self._max_bytes, videos_bytes=videos, free_bytes=free)
+
+    # --- the janitor ------------------------------------------------------------------------------
+
+    async def maybe_sweep(self) -> SweepReport | None:
+        """Sweep when the last one is older than the interval (the delivery loop calls this often)."""
+        now = self._clock()
+        if self._last_sweep is not None and now - self._last_sweep < self._interval:
+            return None
+        self._last_sweep = now
+        return await self.sweep()
+
+    async def sweep(self) -> SweepReport:
+        async with self._sweeping:
+            return await self._sweep()
+
+    async def _sweep(self) -> SweepReport:
+        now = self._clock()
+        cutoff = now - self._retention
+        videos = characters = freed = 0
+        for video in await store.deletable_videos(self._db, finished_before=cutoff):
+            size = await self._delete_video(video)
+            if size is not None:
+                videos, freed = videos + 1, freed + size
+        for character in await store.deleted_characters(self._db, deleted_before=cutoff):
+            size = await self._delete_character_files(character)
+            if size is not None:
+                characters, freed = characters + 1, freed + size
+        used = await asyncio.to_thread(_tree_size, self.data_dir)
+        if used > self._max_bytes:
+            for video in await store.deletable_videos(self._db):
+                if used <= self._max_bytes:
+                    break
+                size = await self._delete_video(video)
+                if size is not None:
+                    videos, freed, used = videos + 1, freed + size, used - size
+            for character in await store.deleted_characters(self._db):
+                if used <= self._max_bytes:
+                    break
+                size = await self._delete_character_files(character)
+                if size is not None:
+                    characters, freed, used = characters + 1, freed + size, used - size
+            if used > self._max_bytes:
+                log.warning(
+                    "DATA_DIR holds %d bytes, over DATA_MAX_GB (%d bytes), and nothing more may be deleted",
+                    used,
+                    self._max_bytes,
+                )
+        report = SweepReport(videos=videos, characters=characters, freed_bytes=freed, used_bytes=used)
+        if videos or characters:
+            log.info(
+                "storage janitor freed %d bytes: %d videos, files of %d deleted characters; DATA_DIR now %d bytes",
+                freed,
+                videos,
+                characters,
+                used,
+            )
+        return report
+
+    async def _delete_video(self, video: store.KeptVideo) -> int | None:
+        """The bytes freed, or None when the video is needed after all or could not be deleted."""
+        protected = await store.protected_paths(self._db)
+        if video.result_path in protected.videos:
+            return None
+        path = Path(video.result_path)
+        files = [path, path.with_name(path.name.removesuffix(".mp4") + FIT_SUFFIX)]
+        if not all(self._inside(f) for f in files):
+            log.warning("job %d: its video is outside DATA_DIR; not deleting it", video.job_id)
+            return None
+        size = await asyncio.to_thread(_remove_files, files)
+        if size is None:
+            return None
+        async with self._db.transaction() as conn:
+            await store.mark_video_deleted(conn, video.job_id, self._clock())
+        return size
+
+    async def _delete_character_files(self, character: store.DeletedCharacterFiles) -> int | None:
+        """Its frames folder (frames, preview) and its clip unless a live character shares it."""
+        async with self._locks.hold(character.clip_sha256):
+            protected = await store.protected_paths(self._db)
+            if character.character_id in protected.characters:
+                return None  # a job in progress still uses it: a later sweep takes it
+            folder = self.data_dir / "frames" / str(character.character_id)
+            listed = [p for p in (character.clip_path, *character.frame_paths) if p not in protected.character_files]
+            files = [self._path(p) for p in listed]
+            if not all(self._inside(f) for f in files):
+                log.warning("character %d: a file is outside DATA_DIR; not deleting it", character.character_id)
+                return None
+            files += await asyncio.to_thread(_files_in, folder)
+            size = await asyncio.to_thread(_remove_files, list(dict.fromkeys(files)))
+            if size is None:
+                return None
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(folder.rmdir)  # only when empty
+            async with self._db.transaction() as conn:
+                await store.mark_character_files_deleted(conn, character.character_id, self._clock())
+            return size
+
+    def _path(self, relative: str) -> Path:
+        path = Path(relative)
+        return path if path.is_absolute() else self.data_dir / path
+
+    def _inside(self, path: Path) -> bool:
+        try:
+            return path.resolve().is_relative_to(self.data_dir.resolve())
+        except OSError:
+            return False
+
+
+# --- in worker threads ----------------------------------------------------------------------------
+
+
+def _probe(data_dir: Path, reserve: int) -> str | None:
+    """Why new work cannot be stored now, or None: writes, syncs and removes a small file."""
+    probe = data_dir / f".space-probe-{secrets.token_hex(4)}"
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"\0" * _PROBE_BYTES)
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            probe.unlink(missing_ok=True)
+        free = shutil.disk_usage(data_dir).free
+    except OSError as exc:
+        return f"cannot be written ({errno.errorcode.get(exc.errno or 0, type(exc).__name__)})"
+    if free < reserve:
+        return f"has {free} bytes free, under the {reserve} kept in reserve"
+    return None
+
+
+def _tree_size(folder: Path) -> int:
+    total = 0
+    stack = [folder]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue
+    return total
+
+
+def _files_in(folder: Path) -> list[Path]:
+    try:
+        return [Path(e.path) for e in os.scandir(folder) if e.is_file(follow_symlinks=False)]
+    except OSError:
+        return []
+
+
+def _remove_files(files: list[Path]) -> int | None:
+    """The bytes removed; None when a file exists but could not be removed (nothing recorded)."""
+    freed = 0
+    for path in files:
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning("could not delete %s: %s", path, type(exc).__name__)
+            return None
+        freed += size
+    return freed
