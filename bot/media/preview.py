@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import secrets
 from collections.abc import Sequence
@@ -112,7 +113,9 @@ def _pictures(clip: Path, start: float, seconds: float, fps: int, short_side: in
                 if slot >= slots:
                     break
                 if slot not in out:
-                    out[slot] = _fit_short_side(to_display_image(frame), short_side)
+                    # scaled in swscale while converting: a 4K frame never becomes a 4K picture
+                    long_side = math.ceil(short_side * max(frame.width, frame.height) / min(frame.width, frame.height))
+                    out[slot] = _fit_short_side(to_display_image(frame, long_side), short_side)
     except av.FFmpegError as exc:
         log.info("cannot read frames of %s for a preview: %s", clip.name, exc)
         raise ClipRejected(ClipProblem.UNREADABLE, "this video cannot be read") from None
