@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 GB = 1_000_000_000  # DATA_MAX_GB is decimal gigabytes
 DAY = 86400.0
 SWEEP_INTERVAL_SECONDS = 600.0  # how often the delivery loop runs the janitor
-# New work needs room for at least a video or a clip: below this much free space it is refused.
+# New work needs room for a video or a clip: below this much free space (or a twentieth of a
+# smaller disk) it is refused.
 DEFAULT_RESERVE_BYTES = 64 * 1024 * 1024
 _PROBE_BYTES = 4096
 FIT_SUFFIX = ".fit.mp4"  # the copy of a video fitted to a server's upload limit, next to it
@@ -279,9 +280,10 @@ def _probe(data_dir: Path, reserve: int) -> str | None:
                 os.fsync(f.fileno())
         finally:
             probe.unlink(missing_ok=True)
-        free = shutil.disk_usage(data_dir).free
+        disk = shutil.disk_usage(data_dir)
     except OSError as exc:
         return f"cannot be written ({errno.errorcode.get(exc.errno or 0, type(exc).__name__)})"
+    free, reserve = disk.free, min(reserve, disk.total // 20)  # a small disk keeps a twentieth
     if free < reserve:
         return f"has {free} bytes free, under the {reserve} kept in reserve"
     return None
