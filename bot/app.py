@@ -31,6 +31,7 @@ from bot.services.characters import CharacterService
 from bot.services.characters.text import shown
 from bot.services.delivery import DeliveryService
 from bot.services.dispatcher import Dispatcher
+from bot.services.encoding import EncodingService
 from bot.services.generation import GenerationService
 from bot.services.guilds import GuildService
 from bot.services.health import HealthService
@@ -67,6 +68,7 @@ class Services:
     dispatcher: Dispatcher
     settings: SettingsService
     jobs: JobsViewService
+    encoding: EncodingService
     loop_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
     def wake_loop(self) -> None:
@@ -113,13 +115,16 @@ def build_services(
         dispatcher=Dispatcher(delivery, generation, wakeup.set, retry_after=settings.poll_min_seconds),
         settings=SettingsService(guilds, tuple(providers), health),
         jobs=JobsViewService(db, guilds),
+        encoding=EncodingService(settings.encode_workers),
         loop_wakeup=wakeup,
     )
 
 
 def build_actions(client: discord.Client, services: Services) -> Actions:
     """The Discord-aware use cases, once per bot: the cogs, buttons and modals share them."""
-    delivery = DeliveryActions(client, services.delivery, services.generation, services.guilds, services.wake_loop)
+    delivery = DeliveryActions(
+        client, services.delivery, services.generation, services.guilds, services.wake_loop, services.encoding
+    )
     return Actions(
         generation=GenerationActions(client, services.generation, services.guilds, delivery, services.wake_loop),
         delivery=delivery,

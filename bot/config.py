@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
@@ -10,6 +11,11 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 KNOWN_PROVIDERS = ("openai", "relay", "kling", "gemini", "fal", "local")
+
+
+def default_encode_workers() -> int:
+    """One concurrent re-encode per two cores, at least one."""
+    return max(1, (os.cpu_count() or 1) // 2)
 
 
 class Settings(BaseSettings):
@@ -28,6 +34,8 @@ class Settings(BaseSettings):
     discord_gateway_url: str | None = None
     command_guild_id: int | None = None
     data_dir: Path = Path("./data")
+    # How many videos may be re-encoded at once to fit a channel's upload limit (bot/services/encoding.py)
+    encode_workers: int = Field(default_factory=default_encode_workers, ge=1)
 
     # Empty means: every provider whose key is set, else local.
     providers: Annotated[tuple[str, ...], NoDecode] = ()

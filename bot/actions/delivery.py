@@ -23,6 +23,7 @@ from bot.domain.money import format_usd
 from bot.faults import crash_point
 from bot.i18n import t
 from bot.services.delivery import DeliveryService
+from bot.services.encoding import EncodingService
 from bot.services.generation import GenerationService
 from bot.services.guilds import GuildService
 from bot.services.status_edits import StatusEdits
@@ -43,8 +44,10 @@ class DeliveryActions:
         generation: GenerationService,
         guilds: GuildService,
         wake: Callable[[], None],
+        encoding: EncodingService,
     ) -> None:
         self._client = client
+        self._encoding = encoding
         self._delivery = delivery
         self._generation = generation
         self._guilds = guilds
@@ -150,19 +153,32 @@ class DeliveryActions:
             cost = format_usd(job.cost_micros or 0, locale)
             content = t("delivery.done", locale, user=user, job=job.id, provider=job.provider, cost=cost)
             size, limit = job.result_size or 0, self.upload_limit(job.guild_id)
-            if job.result_path and size <= limit:
-                file_path = Path(job.result_path)
+            original = Path(job.result_path) if job.result_path else None
+            if original is not None and size <= limit:
+                file_path = original
             else:
-                key = "delivery.too_large_link" if job.result_url else "delivery.too_large"
-                content = t(
-                    key,
-                    locale,
-                    user=user,
-                    job=job.id,
-                    size=human_size(size),
-                    limit=human_size(limit),
-                    url=job.result_url or "",
-                )
+                # Too large: a re-encoded copy under the limit (next to the original, which stays
+                # for /character extract and Re-roll), else the provider's link and why.
+                fitted = await self._encoding.fit(original, limit) if original and original.exists() else None
+                if fitted is not None and fitted.result is not None:
+                    file_path = fitted.result.path
+                    content = "\n".join(
+                        (content, t("delivery.fitted", locale, size=human_size(size), limit=human_size(limit)))
+                    )
+                else:
+                    key = "delivery.too_large_link" if job.result_url else "delivery.too_large"
+                    content = t(
+                        key,
+                        locale,
+                        user=user,
+                        job=job.id,
+                        size=human_size(size),
+                        limit=human_size(limit),
+                        url=job.result_url or "",
+                    )
+                    if fitted is not None:
+                        why = "delivery.fit_too_long" if fitted.too_long else "delivery.fit_failed"
+                        content = "\n".join((content, t(why, locale, limit=human_size(limit))))
         # which provider ran and why the earlier ones did not; providers turned off; fallback hint
         fallback_possible = await self._delivery.fallback_would_help(job)
         steps = await self._generation.route_history(job.id)

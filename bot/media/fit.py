@@ -58,7 +58,11 @@ class FitResult:
 
 
 class CannotFit(Exception):
-    """No encoding of this video fits the limit (too long for it), or the video cannot be read."""
+    """No verified copy under the limit could be made (unreadable source, failed check)."""
+
+
+class TooLong(CannotFit):
+    """Even the last rung (480p at its floor bitrate) would not fit: the video is too long for the limit."""
 
 
 def scaled(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -164,7 +168,7 @@ def fit_video(src: Path, dest: Path, limit: int) -> FitResult:
     size = src.stat().st_size
     plan = plan_fit(limit, source.duration, size, source.width, source.height, has_audio=source.has_audio)
     if plan is None:
-        raise CannotFit(f"{source.duration:.1f} s cannot fit {limit} bytes even at {RUNGS[-1]}p")
+        raise TooLong(f"{source.duration:.1f} s cannot fit {limit} bytes even at {RUNGS[-1]}p")
     for attempt in range(RETRIES + 1):
         try:
             _encode(src, dest, plan)

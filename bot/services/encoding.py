@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.media.fit import CannotFit, FitResult, fit_video, probe, verify
+from bot.media.fit import CannotFit, FitResult, TooLong, fit_video, probe, verify
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ class Fitted:
     """The outcome of fitting one video: the copy, or why there is none."""
 
     result: FitResult | None
-    reason: str | None = None  # for the log; the member is told in general terms
+    too_long: bool = False  # no copy because even 480p would not fit (else: it failed)
 
 
 def fitted_path(original: Path) -> Path:
@@ -34,28 +34,39 @@ def fitted_path(original: Path) -> Path:
 class EncodingService:
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
-        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="encode")
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="encode")
+        return self._pool
 
     async def fit(self, original: Path, limit: int) -> Fitted:
         """A copy of `original` of at most `limit` bytes, verified to play; reused if already made
         (a post retried after a restart does not encode twice)."""
         dest = fitted_path(original)
+        pool = self._executor()
+        loop = asyncio.get_running_loop()
         if dest.exists() and 0 < dest.stat().st_size <= limit:
             try:
-                source = await asyncio.get_running_loop().run_in_executor(self._pool, probe, original)
-                result = await asyncio.get_running_loop().run_in_executor(self._pool, verify, dest, limit, source)
+                source = await loop.run_in_executor(pool, probe, original)
+                result = await loop.run_in_executor(pool, verify, dest, limit, source)
                 return Fitted(result)
             except Exception:
                 log.info("an earlier fitted copy of %s is not usable; encoding again", original.name)
         try:
-            result = await asyncio.get_running_loop().run_in_executor(self._pool, fit_video, original, dest, limit)
+            result = await loop.run_in_executor(pool, fit_video, original, dest, limit)
         except CannotFit as exc:
             log.info("%s cannot be fitted under %d bytes: %s", original.name, limit, exc)
-            return Fitted(None, str(exc))
-        except Exception as exc:  # a bug or a full disk: post the link rather than nothing
+            return Fitted(None, too_long=isinstance(exc, TooLong))
+        except Exception:  # a bug or a full disk: post the link rather than nothing
             log.exception("fitting %s failed", original.name)
-            return Fitted(None, repr(exc))
+            return Fitted(None)
         return Fitted(result)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Drop the encodes still waiting; one in progress finishes in its thread. A later `fit`
+        starts a new pool."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

@@ -20,14 +20,17 @@ from typing import Any
 import pytest
 
 from bot.app import Castbot
+from bot.media.fit import probe, verify
 from bot.providers.base import GenerationRequest, Orientation, Quality
 from bot.providers.pricing import usd_to_micros
+from bot.ui.generation import human_size
 from discord_sandbox import MIB, Call, DiscordSandbox, StoredMessage
 from discord_sandbox.clips import make_clip
 from tests.conftest import BotHarness, World
 from tests.fakes.fal_sim import FalSim
 from tests.fakes.gemini_sim import GeminiSim
 from tests.fakes.kling_sim import MODERATION_MESSAGE, KlingSim
+from tests.fakes.noisy_video import make_noisy_video
 from tests.fakes.openai_sim import Fault, OpenAISim
 from tests.fakes.relay_sim import Fault as RelayFault
 from tests.fakes.relay_sim import Outcome, RelaySim
@@ -48,6 +51,7 @@ FAL_KEY = "fal-key-e2e-generate:0123456789abcdef"
 GEMINI_KEY = "AIzaSy-e2e-generate-0123456789abcdef"
 SHORT_JOB = 0.3  # seconds a simulated render takes, unless a test wants to watch progress
 TIMEOUT = 15.0  # generous for a loaded 2-core machine; the tests finish well before
+FIT_TIMEOUT = 120.0  # a result re-encoded to fit the channel: a 30 MB 1080p video takes ~6 s alone
 
 
 # --- one simulator behind a common face -----------------------------------------------------------
@@ -284,9 +288,11 @@ def result_posts(sandbox: DiscordSandbox, world: World, job: int = 1) -> list[St
     return [m for m in bot_messages(sandbox, world) if f"job #{job}" in m.content and m.message_reference]
 
 
-async def wait_result(sandbox: DiscordSandbox, world: World, job: int = 1) -> StoredMessage:
+async def wait_result(
+    sandbox: DiscordSandbox, world: World, job: int = 1, *, timeout: float = TIMEOUT
+) -> StoredMessage:
     return await sandbox.wait_for(
-        lambda: next(iter(result_posts(sandbox, world, job)), None), TIMEOUT, f"the result of job #{job}"
+        lambda: next(iter(result_posts(sandbox, world, job)), None), timeout, f"the result of job #{job}"
     )
 
 
@@ -507,7 +513,7 @@ async def test_moderation_refusal_is_posted_and_the_hold_released(
 # --- videos too large for the channel -------------------------------------------------------------
 
 
-async def test_oversize_video_gets_a_clear_message_and_is_never_uploaded(
+async def test_oversize_video_is_reencoded_to_fit_and_attached(
     sandbox: DiscordSandbox,
     world: World,
     harness: BotHarness,
@@ -515,34 +521,145 @@ async def test_oversize_video_gets_a_clear_message_and_is_never_uploaded(
     clip_bytes: bytes,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    big = padded(sim.served(), 10 * MIB + 512 * 1024)  # over an unboosted guild's 10 MiB
+    # Each engine's real video grown past an unboosted guild's 10 MiB with trailing padding: the
+    # padding carries no frames, so the re-encoded copy is small, attached, and says so.
+    big = padded(sim.served(), 10 * MIB + 512 * 1024)
     sim.serve(big)
     bot = await start_bot(harness, sim, monkeypatch)
     await set_budget(sandbox, world)
     subject = await cast(sandbox, world, sim, clip_bytes)
 
     await generate(sandbox, world, f"{subject} watches a whale breach at dawn")
-    message = await wait_result(sandbox, world)
+    message = await wait_result(sandbox, world, timeout=FIT_TIMEOUT)
     job = await wait_job(bot, 1, lambda r: r["state"] == "delivered")
 
-    assert "over this server's upload limit of 10.0 MiB" in message.content, message.content
-    assert "10.5 MiB" in message.content
-    # where the provider gave its own link to the video, that is the best thing to offer instead
-    assert (job["result_url"] is not None) == (sim.name not in ("openai", "gemini"))  # theirs need our key
-    if job["result_url"] is not None:
-        assert job["result_url"] in message.content
-    assert message.attachments == []
-    # downloaded whole and kept, but never offered to Discord
+    assert "re-encoded to fit this server's upload limit of 10.0 MiB; the original was 10.5 MiB" in message.content
+    (attachment,) = message.attachments
+    assert attachment.filename == "castbot-job-1.mp4"
+    assert len(attachment.data) <= 10 * MIB
+    original = Path(job["result_path"])
+    fitted = original.with_name(f"{original.stem}.fit.mp4")
+    assert fitted.read_bytes() == attachment.data
+    source, copy = probe(original), probe(fitted)
+    assert abs(copy.duration - source.duration) <= 0.1
+    assert copy.has_audio == source.has_audio
+    # the original stays where it was, whole, for /character extract and Re-roll
     assert job["result_size"] == len(big)
-    assert Path(job["result_path"]).read_bytes() == big
+    assert original.read_bytes() == big
     attempts = result_calls(sandbox, world)
-    assert [(c.status, len(c.files)) for c in attempts] == [(200, 0)]
+    assert [(c.status, len(c.files)) for c in attempts] == [(200, 1)]
     assert (await ledger(bot))["capture"] == job["cost_micros"] > 0
 
     # nothing more is posted however long the loop keeps running
     bot.services.wake_loop()
     await sandbox.wait_for(lambda: not bot.services.loop_wakeup.is_set() or None)
     assert len(result_calls(sandbox, world)) == 1
+
+
+@pytest.fixture(scope="module")
+def engine_video(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A real engine-sized result: 10 s of 1080p noise with audio, about 30 MB."""
+    path = tmp_path_factory.mktemp("fit") / "engine.mp4"
+    return make_noisy_video(path, seconds=10, width=1920, height=1080, fps=24, bitrate=24_000_000).read_bytes()
+
+
+async def test_a_30_mb_video_is_reencoded_under_10_mib_and_attached(
+    sandbox: DiscordSandbox,
+    world: World,
+    harness: BotHarness,
+    engine_video: bytes,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert len(engine_video) > 25 * 1_000_000
+    sim = await start_openai()
+    try:
+        sim.serve(engine_video)
+        bot = await start_bot(harness, sim, monkeypatch)
+        await set_budget(sandbox, world)
+
+        await generate(sandbox, world, "a whale breaches at dawn")
+        message = await wait_result(sandbox, world, timeout=FIT_TIMEOUT)
+        job = await wait_job(bot, 1, lambda r: r["state"] == "delivered")
+
+        original_size = human_size(len(engine_video))
+        assert f"re-encoded to fit this server's upload limit of 10.0 MiB; the original was {original_size}" in (
+            message.content
+        ), message.content
+        (attachment,) = message.attachments
+        assert len(attachment.data) <= 10 * MIB
+        posted = tmp_path / "posted.mp4"
+        posted.write_bytes(attachment.data)
+        copy = probe(posted)
+        assert abs(copy.duration - 10.0) <= 0.1
+        assert copy.has_audio
+        assert (copy.width, copy.height) == (1920, 1080)  # 30 MB in 10 s leaves enough bits for 1080p
+        frames = verify(posted, 10 * MIB, probe(Path(job["result_path"])))  # decodes to the end
+        assert frames.size == len(attachment.data)
+        assert Path(job["result_path"]).read_bytes() == engine_video
+    finally:
+        await sim.close()
+
+
+async def test_a_boosted_server_gets_the_original_untouched(
+    sandbox: DiscordSandbox,
+    world: World,
+    harness: BotHarness,
+    engine_video: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sim = await start_openai()
+    try:
+        sim.serve(engine_video)
+        world.guild.premium_tier = 2  # 50 MiB
+        bot = await start_bot(harness, sim, monkeypatch)
+        await set_budget(sandbox, world)
+
+        await generate(sandbox, world, "a whale breaches at dawn")
+        message = await wait_result(sandbox, world, timeout=FIT_TIMEOUT)
+        job = await wait_job(bot, 1, lambda r: r["state"] == "delivered")
+
+        assert "re-encoded" not in message.content
+        (attachment,) = message.attachments
+        assert attachment.data == engine_video
+        original = Path(job["result_path"])
+        assert not original.with_name(f"{original.stem}.fit.mp4").exists()
+    finally:
+        await sim.close()
+
+
+async def test_a_video_too_long_for_the_limit_gets_the_link_and_why(
+    sandbox: DiscordSandbox,
+    world: World,
+    harness: BotHarness,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Ten minutes of 480p: even at 480p's floor bitrate it needs more than 10 MiB.
+    long = make_noisy_video(
+        tmp_path / "long.mp4", seconds=600, width=854, height=480, fps=1, bitrate=20_000, audio=False, distinct_frames=2
+    )
+    big = padded(long.read_bytes(), 10 * MIB + 512 * 1024)
+    sim = await start_relay()
+    try:
+        sim.serve(big)
+        bot = await start_bot(harness, sim, monkeypatch)
+        await set_budget(sandbox, world)
+
+        await generate(sandbox, world, "a whale breaches at dawn")
+        message = await wait_result(sandbox, world, timeout=FIT_TIMEOUT)
+        job = await wait_job(bot, 1, lambda r: r["state"] == "delivered")
+
+        assert "over this server's upload limit of 10.0 MiB" in message.content, message.content
+        assert "Even re-encoded down to 480p, a video this long cannot fit in 10.0 MiB." in message.content
+        assert job["result_url"] and job["result_url"] in message.content
+        assert message.attachments == []
+        original = Path(job["result_path"])
+        assert original.read_bytes() == big
+        assert not original.with_name(f"{original.stem}.fit.mp4").exists()
+        assert [(c.status, len(c.files)) for c in result_calls(sandbox, world)] == [(200, 0)]
+    finally:
+        await sim.close()
 
 
 async def test_upload_refused_with_413_falls_back_to_one_text_message(
