@@ -176,8 +176,10 @@ class StorageService:
         now = self._clock()
         cutoff = now - self._retention
         videos = characters = freed = 0
+        # a finished, notified job never moves again: one look at what is protected serves the pass
+        protected = await store.protected_paths(self._db)
         for video in await store.deletable_videos(self._db, finished_before=cutoff):
-            size = await self._delete_video(video)
+            size = await self._delete_video(video, protected)
             if size is not None:
                 videos, freed = videos + 1, freed + size
         for character in await store.deleted_characters(self._db, deleted_before=cutoff):
@@ -189,7 +191,7 @@ class StorageService:
             for video in await store.deletable_videos(self._db):
                 if used <= self._max_bytes:
                     break
-                size = await self._delete_video(video)
+                size = await self._delete_video(video, protected)
                 if size is not None:
                     videos, freed, used = videos + 1, freed + size, used - size
             for character in await store.deleted_characters(self._db):
@@ -215,9 +217,8 @@ class StorageService:
             )
         return report
 
-    async def _delete_video(self, video: store.KeptVideo) -> int | None:
+    async def _delete_video(self, video: store.KeptVideo, protected: store.Protected) -> int | None:
         """The bytes freed, or None when the video is needed after all or could not be deleted."""
-        protected = await store.protected_paths(self._db)
         if video.result_path in protected.videos:
             return None
         path = Path(video.result_path)

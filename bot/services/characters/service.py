@@ -81,7 +81,7 @@ from bot.services.characters.values import (
     UsableCharacter,
 )
 from bot.services.guilds import GuildService
-from bot.services.storage import StorageService
+from bot.services.storage import StorageService, refused_when_full
 from bot.store import characters as store
 from bot.store.characters import CharacterRow, Listed, Reach
 
@@ -155,8 +155,11 @@ class CharacterService:
         await self._require_space()
         tmp = self._files.temporary("upload")
         try:
-            sha = await self._files.download(upload.url, tmp)
-            return await self._create(actor, clean, description, visibility, tmp, sha, owned=True, clip_url=upload.url)
+            with refused_when_full():  # the disk filled up meanwhile: the same refusal, nothing kept
+                sha = await self._files.download(upload.url, tmp)
+                return await self._create(
+                    actor, clean, description, visibility, tmp, sha, owned=True, clip_url=upload.url
+                )
         finally:
             await self._files.discard(tmp)
 
@@ -178,7 +181,8 @@ class CharacterService:
         await self._require_free(guild_id, clean)
         await self._require_space()
         sha = await asyncio.to_thread(media.sha256_file, source)
-        return await self._create(actor, clean, description, visibility, source, sha, owned=False, job_id=job.id)
+        with refused_when_full():
+            return await self._create(actor, clean, description, visibility, source, sha, owned=False, job_id=job.id)
 
     async def check_finished_job(self, actor: Actor, job_id: int) -> None:
         """JobNotFound unless `job_id` is one of the actor's finished videos in this guild."""
