@@ -36,6 +36,7 @@ from typing import Protocol
 
 from bot.db import Database
 from bot.errors import UserFacingError
+from bot.services.encoding import fitted_path
 from bot.store import storage as store
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,6 @@ SWEEP_INTERVAL_SECONDS = 600.0  # how often the delivery loop runs the janitor
 # smaller disk) it is refused.
 DEFAULT_RESERVE_BYTES = 64 * 1024 * 1024
 _PROBE_BYTES = 4096
-FIT_SUFFIX = ".fit.mp4"  # the copy of a video fitted to a server's upload limit, next to it
 
 
 class StorageFull(UserFacingError):
@@ -222,7 +222,7 @@ class StorageService:
         if video.result_path in protected.videos:
             return None
         path = Path(video.result_path)
-        files = [path, path.with_name(path.name.removesuffix(".mp4") + FIT_SUFFIX)]
+        files = [path, fitted_path(path)]
         if not all(self._inside(f) for f in files):
             log.warning("job %d: its video is outside DATA_DIR; not deleting it", video.job_id)
             return None
