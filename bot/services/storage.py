@@ -1,14 +1,16 @@
 """Storage that never fills the disk: the janitor, the space check before new work, the usage.
 
 The janitor (`sweep`, run by the delivery loop through `maybe_sweep`) deletes
-- finished videos (the job's `result_path` and its `<stem>.fit.mp4` copy) once the member has
-  been given them and they are older than VIDEO_RETENTION_DAYS, then the oldest first while
-  DATA_DIR is larger than DATA_MAX_GB;
+- finished videos (the job's `result_path`, its `<stem>.fit.mp4` copy and, for the offline
+  `local` provider, its render under local-renders/) once the member has been given them and
+  they are older than VIDEO_RETENTION_DAYS, then the oldest first while DATA_DIR is larger than
+  DATA_MAX_GB;
 - the clip (unless another character shares it) and frames of soft-deleted characters, after the
   same retention, and the oldest deleted first when videos alone cannot bring DATA_DIR under.
 Live characters' files are never deleted, nor anything a job in progress refers to: every
-deletion is checked against `bot.store.storage.protected_paths`, read afresh before each one,
-and never leaves DATA_DIR. Each deletion is recorded (`result_purged_at`, `files_purged_at`) after
+deletion is checked against `bot.store.storage.protected_paths` (read once a pass for videos,
+whose finished jobs never move again, and afresh under the clip's lock for each character), and
+never leaves DATA_DIR. Each deletion is recorded (`result_purged_at`, `files_purged_at`) after
 the files are gone, so a crash between the two leaves at worst a record the next pass completes.
 
 A full disk (ENOSPC) or an unwritable DATA_DIR: `require_space` refuses new jobs and characters
@@ -24,6 +26,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -48,6 +51,7 @@ SWEEP_INTERVAL_SECONDS = 600.0  # how often the delivery loop runs the janitor
 # smaller disk) it is refused.
 DEFAULT_RESERVE_BYTES = 64 * 1024 * 1024
 _PROBE_BYTES = 4096
+_LOCAL_ID = re.compile(r"loc_[0-9a-f]{16}")  # the local provider's job ids (never a path)
 
 
 class StorageFull(UserFacingError):
@@ -226,9 +230,15 @@ class StorageService:
         if not all(self._inside(f) for f in files):
             log.warning("job %d: its video is outside DATA_DIR; not deleting it", video.job_id)
             return None
+        render = self._local_render(video)
+        if render is not None:
+            files += await asyncio.to_thread(_files_in, render)
         size = await asyncio.to_thread(_remove_files, files)
         if size is None:
             return None
+        if render is not None:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(render.rmdir)
         async with self._db.transaction() as conn:
             await store.mark_video_deleted(conn, video.job_id, self._clock())
         return size
@@ -254,6 +264,13 @@ class StorageService:
             async with self._db.transaction() as conn:
                 await store.mark_character_files_deleted(conn, character.character_id, self._clock())
             return size
+
+    def _local_render(self, video: store.KeptVideo) -> Path | None:
+        """The offline `local` provider's own copy of a finished job (DATA_DIR/local-renders/<id>/,
+        bot/providers/registry.py), which it never needs again once the video was posted."""
+        if video.provider != "local" or not video.external_id or not _LOCAL_ID.fullmatch(video.external_id):
+            return None
+        return self.data_dir / "local-renders" / video.external_id
 
     def _path(self, relative: str) -> Path:
         path = Path(relative)

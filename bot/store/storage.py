@@ -32,6 +32,8 @@ class KeptVideo:
     job_id: int
     result_path: str
     finished_at: float  # when the member was given the video (notified_at)
+    provider: str | None = None
+    external_id: str | None = None  # the provider's id of the job
 
 
 @dataclass(frozen=True)
@@ -69,12 +71,21 @@ async def deletable_videos(source: Source, *, finished_before: float | None = No
         params.append(finished_before)
     rows = await _all(
         source,
-        "SELECT id, result_path, notified_at FROM jobs WHERE result_path IS NOT NULL "
+        "SELECT id, result_path, notified_at, provider, external_id FROM jobs WHERE result_path IS NOT NULL "
         f"AND result_purged_at IS NULL AND notified_at IS NOT NULL AND state NOT IN ({_marks(_OPEN)}) {cutoff} "
         "ORDER BY notified_at, id",
         params,
     )
-    return [KeptVideo(job_id=r["id"], result_path=r["result_path"], finished_at=r["notified_at"]) for r in rows]
+    return [
+        KeptVideo(
+            job_id=r["id"],
+            result_path=r["result_path"],
+            finished_at=r["notified_at"],
+            provider=r["provider"],
+            external_id=r["external_id"],
+        )
+        for r in rows
+    ]
 
 
 async def deleted_characters(source: Source, *, deleted_before: float | None = None) -> list[DeletedCharacterFiles]:

@@ -39,10 +39,15 @@ async def test_a_deleted_video_is_said_to_be_no_longer_kept(
         while row is None:  # notified_at is written just after the post
             row = await bot.db.fetchone("SELECT 1 FROM jobs WHERE id = 1 AND notified_at IS NOT NULL")
             await asyncio.sleep(0.02)
+    job = await bot.db.fetchone("SELECT external_id FROM jobs WHERE id = 1")
+    assert job is not None
+    render = bot.settings.data_dir / "local-renders" / job["external_id"]
+    assert render.is_dir()  # the local provider's own copy
     await asyncio.sleep(1.0)
     report = await bot.services.storage.sweep()
     assert report.videos == 1
     assert not video.exists()
+    assert not render.exists()
 
     make = await sandbox.click(result, "castbot:mkchar:1", world.member)
     answer = await make.wait_final_message(timeout=10)
