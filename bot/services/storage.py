@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 GB = 1_000_000_000  # DATA_MAX_GB is decimal gigabytes
 DAY = 86400.0
 SWEEP_INTERVAL_SECONDS = 600.0  # how often the delivery loop runs the janitor
+# Work in progress (DATA_DIR/tmp: an upload being probed, frames being made) lasts minutes; what a
+# crash left there is removed after a day.
+STALE_TMP_SECONDS = DAY
 # New work needs room for a video or a clip: below this much free space (or a twentieth of a
 # smaller disk) it is refused.
 DEFAULT_RESERVE_BYTES = 64 * 1024 * 1024
@@ -190,6 +193,7 @@ class StorageService:
             size = await self._delete_character_files(character)
             if size is not None:
                 characters, freed = characters + 1, freed + size
+        freed += await asyncio.to_thread(_remove_stale, self.data_dir / "tmp", now - STALE_TMP_SECONDS)
         used = await asyncio.to_thread(_tree_size, self.data_dir)
         if used > self._max_bytes:
             for video in await store.deletable_videos(self._db):
@@ -324,6 +328,32 @@ def _tree_size(folder: Path) -> int:
             except OSError:
                 continue
     return total
+
+
+def _remove_stale(folder: Path, before: float) -> int:
+    """Remove files under `folder` last changed before `before`, then the empty folders that were
+    as old or held only such files; the bytes freed."""
+    freed = 0
+    emptied: set[Path] = set()
+    for root, dirs, names in os.walk(folder, topdown=False):
+        here = Path(root)
+        for name in names:
+            path = here / name
+            try:
+                info = path.lstat()
+                if info.st_mtime < before:
+                    path.unlink()
+                    freed += info.st_size
+                    emptied.add(here)
+            except OSError:
+                continue
+        for name in dirs:
+            path = here / name
+            with contextlib.suppress(OSError):
+                if path in emptied or path.lstat().st_mtime < before:
+                    path.rmdir()  # only when empty
+                    emptied.add(here)
+    return freed
 
 
 def _files_in(folder: Path) -> list[Path]:

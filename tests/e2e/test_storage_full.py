@@ -103,6 +103,7 @@ async def test_a_full_disk_refuses_new_work_and_recovers_by_itself(
             await wait_state(bot, 1, "delivered")
             kinds = [r["kind"] for r in await bot.db.fetchall("SELECT kind FROM ledger WHERE job_id = 1 ORDER BY id")]
             assert kinds == ["hold", "release"]
+            assert await bot.services.budget.audit() == []  # every counter agrees with the ledger
         finally:
             await sandbox.wait_answered()
             await harness.stop()
@@ -133,6 +134,7 @@ async def test_a_job_in_flight_keeps_its_hold_while_its_video_cannot_be_stored(
             await wait_state(bot, 1, "delivered")
             kinds = [r["kind"] for r in await bot.db.fetchall("SELECT kind FROM ledger WHERE job_id = 1 ORDER BY id")]
             assert kinds == ["hold", "release"]
+            assert await bot.services.budget.audit() == []
             assert (videos / "job-1.mp4").is_file()
         finally:
             await sandbox.wait_answered()

@@ -102,3 +102,23 @@ async def test_extract_says_the_video_is_no_longer_kept(db: Database, files: Fil
         with pytest.raises(VideoNotKept):
             await service.create_from_job(actor, job_id=job, name="Nova")
         assert await service.finished_jobs(actor) == []  # no longer offered
+
+
+async def test_work_a_crash_left_in_tmp_goes_after_a_day(db: Database, files: Files) -> None:
+    import os
+
+    tmp = files.data / "tmp"
+    stale = tmp / "frames-dead" / "ref_0.jpg"
+    fresh = tmp / "upload-live"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"x" * 50)
+    fresh.write_bytes(b"y" * 70)
+    day_old = NOW - 2 * 86400
+    os.utime(stale, (day_old, day_old))
+    os.utime(stale.parent, (day_old, day_old))
+    for path in (fresh, tmp):
+        os.utime(path, (NOW, NOW))
+    report = await janitor(db, files.data).sweep()
+    assert report.freed_bytes == 50
+    assert not stale.parent.exists()
+    assert fresh.exists()
