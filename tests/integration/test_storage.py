@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import httpx
@@ -105,8 +106,6 @@ async def test_extract_says_the_video_is_no_longer_kept(db: Database, files: Fil
 
 
 async def test_work_a_crash_left_in_tmp_goes_after_a_day(db: Database, files: Files) -> None:
-    import os
-
     tmp = files.data / "tmp"
     stale = tmp / "frames-dead" / "ref_0.jpg"
     fresh = tmp / "upload-live"
