@@ -8,9 +8,8 @@ The janitor (`sweep`, run by the delivery loop through `maybe_sweep`) deletes
 - the clip (unless another character shares it) and frames of soft-deleted characters, after the
   same retention, and the oldest deleted first when videos alone cannot bring DATA_DIR under.
 Live characters' files are never deleted, nor anything a job in progress refers to: every
-deletion is checked against `bot.store.storage.protected_paths` (read once a pass for videos,
-whose finished jobs never move again, and afresh under the clip's lock for each character), and
-never leaves DATA_DIR. Each deletion is recorded (`result_purged_at`, `files_purged_at`) after
+deletion is checked against `bot.store.storage.protected_paths` (read once a pass: see `_sweep`)
+and never leaves DATA_DIR. Each deletion is recorded (`result_purged_at`, `files_purged_at`) after
 the files are gone, so a crash between the two leaves at worst a record the next pass completes.
 
 A full disk (ENOSPC) or an unwritable DATA_DIR: `require_space` refuses new jobs and characters
@@ -54,6 +53,7 @@ STALE_TMP_SECONDS = DAY
 # smaller disk) it is refused.
 DEFAULT_RESERVE_BYTES = 64 * 1024 * 1024
 _PROBE_BYTES = 4096
+RECORD_BATCH = 256  # deleted videos recorded a transaction
 _LOCAL_ID = re.compile(r"loc_[0-9a-f]{16}")  # the local provider's job ids (never a path)
 
 
@@ -138,6 +138,7 @@ class StorageService:
         self._interval = sweep_interval
         self._last_sweep: float | None = None
         self._sweeping = asyncio.Lock()
+        self._deleted_videos: list[int] = []  # deleted, not yet recorded
 
     def use_clip_locks(self, locks: KeyLocks) -> None:
         """Share the character service's per-clip locks: a clip is never deleted while a new
@@ -183,14 +184,18 @@ class StorageService:
         now = self._clock()
         cutoff = now - self._retention
         videos = characters = freed = 0
-        # a finished, notified job never moves again: one look at what is protected serves the pass
+        # One look at what is protected serves the pass: a finished, notified job never moves
+        # again, and a deleted character is never taken up by a new job (only live ones can be),
+        # so what is protected only shrinks meanwhile; the one exception, a new character made
+        # from the same clip, is checked under the clip's lock.
         protected = await store.protected_paths(self._db)
         for video in await store.deletable_videos(self._db, finished_before=cutoff):
             size = await self._delete_video(video, protected)
             if size is not None:
                 videos, freed = videos + 1, freed + size
+        await self._record_deleted_videos()
         for character in await store.deleted_characters(self._db, deleted_before=cutoff):
-            size = await self._delete_character_files(character)
+            size = await self._delete_character_files(character, protected)
             if size is not None:
                 characters, freed = characters + 1, freed + size
         freed += await asyncio.to_thread(_remove_stale, self.data_dir / "tmp", now - STALE_TMP_SECONDS)
@@ -202,10 +207,11 @@ class StorageService:
                 size = await self._delete_video(video, protected)
                 if size is not None:
                     videos, freed, used = videos + 1, freed + size, used - size
+            await self._record_deleted_videos()
             for character in await store.deleted_characters(self._db):
                 if used <= self._max_bytes:
                     break
-                size = await self._delete_character_files(character)
+                size = await self._delete_character_files(character, protected)
                 if size is not None:
                     characters, freed, used = characters + 1, freed + size, used - size
             if used > self._max_bytes:
@@ -243,18 +249,33 @@ class StorageService:
         if render is not None:
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(render.rmdir)
-        async with self._db.transaction() as conn:
-            await store.mark_video_deleted(conn, video.job_id, self._clock())
+        self._deleted_videos.append(video.job_id)
+        if len(self._deleted_videos) >= RECORD_BATCH:
+            await self._record_deleted_videos()
         return size
 
-    async def _delete_character_files(self, character: store.DeletedCharacterFiles) -> int | None:
+    async def _record_deleted_videos(self) -> None:
+        """Record deleted videos, a batch a transaction. A crash before this leaves them listed as
+        kept: the next pass finds their files gone (nothing to free) and records them then."""
+        done, self._deleted_videos = self._deleted_videos, []
+        if done:
+            async with self._db.transaction() as conn:
+                await store.mark_videos_deleted(conn, done, self._clock())
+
+    async def _delete_character_files(
+        self, character: store.DeletedCharacterFiles, protected: store.Protected
+    ) -> int | None:
         """Its frames folder (frames, preview) and its clip unless a live character shares it."""
+        if character.character_id in protected.characters:
+            return None  # a job in progress still uses it: a later sweep takes it
         async with self._locks.hold(character.clip_sha256):
-            protected = await store.protected_paths(self._db)
-            if character.character_id in protected.characters:
-                return None  # a job in progress still uses it: a later sweep takes it
+            shared = await store.clip_used_by_live(self._db, character.clip_path)
             folder = self.data_dir / "frames" / str(character.character_id)
-            listed = [p for p in (character.clip_path, *character.frame_paths) if p not in protected.character_files]
+            listed = [
+                p
+                for p in (character.clip_path, *character.frame_paths)
+                if p not in protected.character_files and not (shared and p == character.clip_path)
+            ]
             files = [self._path(p) for p in listed]
             if not all(self._inside(f) for f in files):
                 log.warning("character %d: a file is outside DATA_DIR; not deleting it", character.character_id)

@@ -141,8 +141,18 @@ async def protected_paths(source: Source) -> Protected:
     )
 
 
-async def mark_video_deleted(conn: aiosqlite.Connection, job_id: int, now: float) -> None:
-    await conn.execute("UPDATE jobs SET result_purged_at = ? WHERE id = ? AND result_purged_at IS NULL", (now, job_id))
+async def mark_videos_deleted(conn: aiosqlite.Connection, job_ids: Sequence[int], now: float) -> None:
+    await conn.executemany(
+        "UPDATE jobs SET result_purged_at = ? WHERE id = ? AND result_purged_at IS NULL",
+        [(now, job_id) for job_id in job_ids],
+    )
+
+
+async def clip_used_by_live(source: Source, clip_path: str) -> bool:
+    """A live character uses this clip (one made from the same bytes after the snapshot)."""
+    sql = "SELECT 1 FROM characters WHERE clip_path = ? AND deleted_at IS NULL LIMIT 1"
+    rows = await _all(source, sql, (clip_path,))
+    return bool(rows)
 
 
 async def mark_character_files_deleted(conn: aiosqlite.Connection, character_id: int, now: float) -> None:
