@@ -44,6 +44,7 @@ class DeliveryCog(commands.Cog):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         await self.bot.services.dispatcher.close()
+        await self.bot.services.storage.close()
         await self.bot.actions.delivery.close()
 
     async def _run(self) -> None:
@@ -78,7 +79,7 @@ class DeliveryCog(commands.Cog):
             services.tracker.poll_once,
             actions.note_statuses,
             actions.deliver_finished,
-            services.storage.maybe_sweep,  # the storage janitor, every few minutes
+            services.storage.maybe_sweep,  # the storage janitor, every few minutes, in a task of its own
         )
         for step in steps:
             try:

@@ -139,6 +139,7 @@ class StorageService:
         self._last_sweep: float | None = None
         self._sweeping = asyncio.Lock()
         self._deleted_videos: list[int] = []  # deleted, not yet recorded
+        self._task: asyncio.Task[SweepReport] | None = None
 
     def use_clip_locks(self, locks: KeyLocks) -> None:
         """Share the character service's per-clip locks: a clip is never deleted while a new
@@ -168,13 +169,33 @@ class StorageService:
 
     # --- the janitor ------------------------------------------------------------------------------
 
-    async def maybe_sweep(self) -> SweepReport | None:
-        """Sweep when the last one is older than the interval (the delivery loop calls this often)."""
+    async def maybe_sweep(self) -> asyncio.Task[SweepReport] | None:
+        """Start a sweep in the background when the last one began more than the interval ago (the
+        delivery loop calls this every pass and never waits for the files to be deleted)."""
         now = self._clock()
         if self._last_sweep is not None and now - self._last_sweep < self._interval:
             return None
+        if self._task is not None and not self._task.done():
+            return None
         self._last_sweep = now
-        return await self.sweep()
+        self._task = asyncio.create_task(self._logged_sweep(), name="storage-janitor")
+        return self._task
+
+    async def _logged_sweep(self) -> SweepReport:
+        try:
+            return await self.sweep()
+        except Exception:
+            log.exception("storage janitor pass failed; the next one retries")
+            raise
+
+    async def close(self) -> None:
+        """Stop a sweep in progress (what it deleted is recorded, or recorded by the next one)."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     async def sweep(self) -> SweepReport:
         async with self._sweeping:
