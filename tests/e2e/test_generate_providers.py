@@ -23,6 +23,7 @@ from bot.app import Castbot
 from bot.media.fit import probe, verify
 from bot.providers.base import GenerationRequest, Orientation, Quality
 from bot.providers.pricing import usd_to_micros
+from bot.services.encoding import Fitted
 from bot.ui.generation import human_size
 from discord_sandbox import MIB, Call, DiscordSandbox, StoredMessage
 from discord_sandbox.clips import make_clip
@@ -657,6 +658,31 @@ async def test_a_video_too_long_for_the_limit_gets_the_link_and_why(
         original = Path(job["result_path"])
         assert original.read_bytes() == big
         assert not original.with_name(f"{original.stem}.fit.mp4").exists()
+        assert [(c.status, len(c.files)) for c in result_calls(sandbox, world)] == [(200, 0)]
+    finally:
+        await sim.close()
+
+
+async def test_a_failed_reencode_says_so_and_uploads_nothing(
+    sandbox: DiscordSandbox, world: World, harness: BotHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim = await start_openai()
+    try:
+        sim.serve(padded(sim.served(), 10 * MIB + 512 * 1024))
+        bot = await start_bot(harness, sim, monkeypatch)
+
+        async def broken(original: Path, limit: int) -> Fitted:
+            return Fitted(None)  # e.g. a full disk while writing the copy
+
+        monkeypatch.setattr(bot.services.encoding, "fit", broken)
+        await set_budget(sandbox, world)
+
+        await generate(sandbox, world, "a whale breaches at dawn")
+        message = await wait_result(sandbox, world)
+
+        assert "over this server's upload limit of 10.0 MiB" in message.content, message.content
+        assert "Re-encoding it to fit 10.0 MiB did not succeed." in message.content
+        assert message.attachments == []
         assert [(c.status, len(c.files)) for c in result_calls(sandbox, world)] == [(200, 0)]
     finally:
         await sim.close()
