@@ -189,6 +189,8 @@ def fit_video(src: Path, dest: Path, limit: int) -> FitResult:
 
 
 def _encode(src: Path, dest: Path, plan: FitPlan) -> None:
+    for stale in dest.parent.glob(f".{dest.name}.*.part"):  # left by a crash mid-encode
+        stale.unlink(missing_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     try:
         with open_input(src) as inp:

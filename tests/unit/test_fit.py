@@ -92,6 +92,14 @@ def test_fit_video_writes_a_verified_copy_under_the_limit(big_video: Path, tmp_p
     assert big_video.exists()
 
 
+def test_fit_video_removes_what_a_crash_mid_encode_left(big_video: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "big.fit.mp4"
+    stale = tmp_path / ".big.fit.mp4.12345.part"
+    stale.write_bytes(b"half an mp4")
+    fit_video(big_video, dest, 4 * MIB)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.fit.mp4"]
+
+
 def test_fit_video_refuses_what_cannot_fit_and_leaves_nothing(big_video: Path, tmp_path: Path) -> None:
     dest = tmp_path / "big.fit.mp4"
     with pytest.raises(CannotFit):
