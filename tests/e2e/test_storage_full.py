@@ -1,6 +1,7 @@
 """A full disk, for real: DATA_DIR (or its videos folder) on a small tmpfs that a filler file fills
-to ENOSPC. New jobs and characters are refused with a clear message, a job in flight keeps its
-hold and is delivered once space returns, and nothing in the ledger is half-written.
+to ENOSPC, or a read-only file system over it. New jobs and characters are refused with a clear
+message, a job in flight keeps its hold and is delivered once space returns, and nothing in the
+ledger is half-written.
 
 Mounting needs root with CAP_SYS_ADMIN (CI runs as root on the same machine kind); elsewhere these
 tests are skipped with that reason.
@@ -139,3 +140,23 @@ async def test_a_job_in_flight_keeps_its_hold_while_its_video_cannot_be_stored(
         finally:
             await sandbox.wait_answered()
             await harness.stop()
+
+
+async def test_an_unwritable_data_dir_refuses_new_work_until_writable_again(
+    sandbox: DiscordSandbox, world: World, harness: BotHarness
+) -> None:
+    bot = await harness.start()
+    data = bot.settings.data_dir
+    # a read-only file system mounted over DATA_DIR: nothing new can be created there
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(data)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"a read-only DATA_DIR needs `mount` (root, CAP_SYS_ADMIN): {mounted.stderr.decode().strip()}")
+    try:
+        generate = await sandbox.invoke(world.guild, world.channel, world.member, "generate", prompt="a fox")
+        assert FULL in (await generate.wait_final_message(timeout=20)).content
+    finally:
+        subprocess.run(["umount", "-l", str(data)], check=True)
+    assert (await row(bot, "SELECT COUNT(*) AS n FROM jobs"))["n"] == 0
+    generate = await sandbox.invoke(world.guild, world.channel, world.member, "generate", prompt="a fox", seconds=2)
+    assert "Job #1 is queued" in (await generate.wait_final_message(timeout=20)).content
+    await wait_state(bot, 1, "delivered")
