@@ -40,3 +40,5 @@ class Job:
     result_url: str | None
     created_at: float
     updated_at: float
+    # the unguessable part of the callback URL the provider was given; None: polled only
+    callback_token: str | None = None

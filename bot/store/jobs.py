@@ -52,6 +52,7 @@ def job_of(row: aiosqlite.Row) -> Job:
         result_url=row["result_url"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        callback_token=row["callback_token"],
     )
 
 

@@ -1,0 +1,253 @@
+"""Provider callbacks as wake-ups, never as truth.
+
+When PUBLIC_URL is set, every submission to a provider that calls back carries
+`{PUBLIC_URL}/hooks/{provider}/{token}`, the token unguessable and made per attempt. A callback that
+passes the checks here only brings its job's next status check forward to now; the tracker then
+reads the job's state from the provider as usual. So a forged, replayed, late, duplicated or
+out-of-order callback can cost at most one status read, never change a job, money or a post.
+
+Checks, cheapest first: a per-source token bucket (429), the body size (413, refused by the route
+before it is read whole), a known provider and token (404), and for fal its Ed25519 signature
+against fal's JWKS with a timestamp within 5 minutes (401). Kling's and Gemini's dynamic callbacks
+are trusted by their token alone (Gemini's RS256 JWT is not checked).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hashlib
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from bot.db import Database
+from bot.store import callbacks as store
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+SIGNATURE_TOLERANCE = 300.0  # seconds between fal's timestamp and now
+JWKS_TTL = 24 * 3600.0
+JWKS_RETRY = 60.0  # after a failed fetch, how long before the next try
+HOOK_PATH = "/hooks"
+# providers whose submissions carry a callback URL
+CALLBACK_PROVIDERS = frozenset({"fal", "kling", "gemini"})
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def callback_url(public_url: str, provider: str, token: str) -> str:
+    return f"{public_url.rstrip('/')}{HOOK_PATH}/{provider}/{token}"
+
+
+class Outcome(enum.StrEnum):
+    WOKEN = "woken"  # a job's next check moved to now (or was already due)
+    LATE = "late"  # a known token whose job is no longer polled: nothing to do
+    UNKNOWN = "unknown"  # no job holds this token
+    FORGED = "forged"  # a fal signature missing, wrong or out of its time window
+    UNVERIFIABLE = "unverifiable"  # fal's keys could not be fetched: fal retries later
+    TOO_LARGE = "too_large"
+    RATE_LIMITED = "rate_limited"
+
+
+HTTP_STATUS: Mapping[Outcome, int] = {
+    Outcome.WOKEN: 200,
+    Outcome.LATE: 200,
+    Outcome.UNKNOWN: 404,
+    Outcome.FORGED: 401,
+    Outcome.UNVERIFIABLE: 503,
+    Outcome.TOO_LARGE: 413,
+    Outcome.RATE_LIMITED: 429,
+}
+
+
+class TokenBucket:
+    """Per-source rate limit: `rate` requests a second with bursts of `burst`; bounded memory."""
+
+    def __init__(
+        self,
+        rate: float = 20.0,
+        burst: float = 50.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        size: int = 10_000,
+    ) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._clock = clock
+        self._size = size
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # source -> (tokens, at)
+
+    def allow(self, source: str) -> bool:
+        now = self._clock()
+        tokens, at = self._buckets.pop(source, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - at) * self._rate)
+        allowed = tokens >= 1.0
+        self._buckets[source] = (tokens - 1.0 if allowed else tokens, now)
+        while len(self._buckets) > self._size:
+            self._buckets.popitem(last=False)  # the longest idle source: it starts full again
+        return allowed
+
+
+def _b64url(value: str) -> bytes:
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+
+def ed25519_keys(jwks: Any) -> list[Ed25519PublicKey]:
+    """The OKP/Ed25519 keys of a JWKS document; anything else in it is ignored."""
+    keys: list[Ed25519PublicKey] = []
+    entries = jwks.get("keys") if isinstance(jwks, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict) or entry.get("kty") != "OKP" or entry.get("crv") != "Ed25519":
+            continue
+        x = entry.get("x")
+        try:
+            keys.append(Ed25519PublicKey.from_public_bytes(_b64url(x if isinstance(x, str) else "")))
+        except (ValueError, binascii.Error):
+            continue
+    return keys
+
+
+def fal_message(request_id: str, user_id: str, timestamp: str, body: bytes) -> bytes:
+    return f"{request_id}\n{user_id}\n{timestamp}\n{hashlib.sha256(body).hexdigest()}".encode()
+
+
+def verify_fal(headers: Mapping[str, str], body: bytes, keys: list[Ed25519PublicKey], now: float) -> bool:
+    """fal's webhook signature: Ed25519 (hex) over request id, user id, timestamp and the body's
+    SHA-256, by any of its keys, the timestamp within SIGNATURE_TOLERANCE of now. `headers` is
+    case-insensitive (lower-case keys)."""
+    request_id = headers.get("x-fal-webhook-request-id", "")
+    user_id = headers.get("x-fal-webhook-user-id", "")
+    timestamp = headers.get("x-fal-webhook-timestamp", "")
+    signature_hex = headers.get("x-fal-webhook-signature", "")
+    if not (request_id and user_id and timestamp.isdigit() and signature_hex):
+        return False
+    if abs(now - int(timestamp)) > SIGNATURE_TOLERANCE:
+        return False
+    try:
+        signature = bytes.fromhex(signature_hex)
+    except ValueError:
+        return False
+    message = fal_message(request_id, user_id, timestamp, body)
+    for key in keys:
+        try:
+            key.verify(signature, message)
+        except InvalidSignature:
+            continue
+        return True
+    return False
+
+
+class FalKeys:
+    """fal's webhook keys from its JWKS, cached for at most JWKS_TTL."""
+
+    def __init__(self, http: httpx.AsyncClient, jwks_url: str, *, clock: Callable[[], float] = time.time) -> None:
+        self._http = http
+        self._url = jwks_url
+        self._clock = clock
+        self._keys: list[Ed25519PublicKey] = []
+        self._fetched_at: float | None = None
+        self._failed_at: float | None = None
+
+    async def keys(self) -> list[Ed25519PublicKey] | None:
+        now = self._clock()
+        if self._fetched_at is not None and now - self._fetched_at < JWKS_TTL:
+            return self._keys
+        if self._failed_at is not None and now - self._failed_at < JWKS_RETRY:
+            return None
+        try:
+            response = await self._http.get(self._url, timeout=10.0)
+            response.raise_for_status()
+            keys = ed25519_keys(response.json())
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("fal's webhook keys could not be fetched: %s", type(exc).__name__)
+            self._failed_at = now
+            return None
+        if not keys:
+            self._failed_at = now
+            return None
+        self._keys, self._fetched_at, self._failed_at = keys, now, None
+        return keys
+
+
+@dataclass(frozen=True)
+class Received:
+    provider: str
+    outcome: Outcome
+    job_id: int | None = None
+
+    @property
+    def status(self) -> int:
+        return HTTP_STATUS[self.outcome]
+
+
+class WebhookService:
+    """Checks one inbound callback and, when it holds, pokes its job and wakes the loop."""
+
+    def __init__(
+        self,
+        db: Database,
+        wake: Callable[[], None],
+        *,
+        fal_keys: FalKeys | None = None,
+        providers: frozenset[str] = CALLBACK_PROVIDERS,
+        min_gap: float = 2.0,
+        limiter: TokenBucket | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._db = db
+        self._wake = wake
+        self._fal_keys = fal_keys
+        self._providers = providers
+        self._min_gap = min_gap  # the least time between two pokes of one job
+        self._limiter = limiter or TokenBucket()
+        self._clock = clock
+        self._poked: OrderedDict[int, float] = OrderedDict()  # job id -> when it was last poked for
+
+    def admit(self, source: str) -> bool:
+        """The per-source rate limit, checked before anything is read."""
+        return self._limiter.allow(source)
+
+    async def receive(self, provider: str, token: str, headers: Mapping[str, str], body: bytes) -> Received:
+        if provider not in self._providers or not token or len(token) > 128:
+            return Received(provider, Outcome.UNKNOWN)
+        if len(body) > MAX_BODY_BYTES:
+            return Received(provider, Outcome.TOO_LARGE)
+        now = self._clock()
+        if provider == "fal":
+            keys = await self._fal_keys.keys() if self._fal_keys is not None else None
+            if keys is None:
+                return Received(provider, Outcome.UNVERIFIABLE)
+            if not verify_fal(headers, body, keys, now):
+                return Received(provider, Outcome.FORGED)
+        job_id = await store.job_for_token(self._db, provider, token)
+        if job_id is None:
+            return Received(provider, Outcome.UNKNOWN)
+        # a replayed or repeated callback brings a job's check forward at most once per min_gap
+        # (pokes of one job are spaced by at least min_gap; one already ahead stands)
+        last = self._poked.pop(job_id, None)
+        if last is None or now >= last + self._min_gap:
+            at = now
+        elif last > now:
+            at = last
+        else:
+            at = last + self._min_gap
+        self._poked[job_id] = at
+        while len(self._poked) > 10_000:
+            self._poked.popitem(last=False)
+        if not await store.poke(self._db, job_id, at):
+            return Received(provider, Outcome.LATE, job_id)
+        self._wake()
+        return Received(provider, Outcome.WOKEN, job_id)

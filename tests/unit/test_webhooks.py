@@ -1,0 +1,155 @@
+"""Callbacks as wake-ups: fal's signature (the reference vector), the rate limit, and a verified
+callback that only moves its own job's next check, at most once per gap however often it comes."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bot.db import Database
+from bot.services.webhooks import (
+    FalKeys,
+    Outcome,
+    TokenBucket,
+    WebhookService,
+    ed25519_keys,
+    fal_message,
+    verify_fal,
+)
+
+VECTOR_JWKS = {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "A6EHv_POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg"}]}
+VECTOR_BODY = (
+    b'{"request_id":"req-1","gateway_request_id":"req-1","status":"OK",'
+    b'"payload":{"video":{"url":"https://v3b.fal.media/files/x/out.mp4"}}}'
+)
+VECTOR_HEADERS = {
+    "x-fal-webhook-request-id": "req-1",
+    "x-fal-webhook-user-id": "user-123",
+    "x-fal-webhook-timestamp": "1781080794",
+    "x-fal-webhook-signature": "d6216a0a505c5ba6ce6ab38eab6431e668dd1187127901b8823ec74b7f659bed"
+    "4683eea4d2b624e105fffa341ac6f0c4b989fba238275d6c21ea688b02ecce00",
+}
+VECTOR_TS = 1781080794.0
+
+
+def test_the_reference_vector_verifies() -> None:
+    keys = ed25519_keys(VECTOR_JWKS)
+    assert len(keys) == 1
+    assert fal_message("req-1", "user-123", "1781080794", VECTOR_BODY).endswith(
+        b"f1665d04370e7e87d9b1c6f388c3c8cf70237007b1cd3e9cd91bbc8b83744eda"
+    )
+    assert verify_fal(VECTOR_HEADERS, VECTOR_BODY, keys, VECTOR_TS + 299)
+    # the private key of the vector (bytes 0..31) signs to the same bytes
+    private = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    signature = private.sign(fal_message("req-1", "user-123", "1781080794", VECTOR_BODY)).hex()
+    assert signature == VECTOR_HEADERS["x-fal-webhook-signature"]
+
+
+def test_a_changed_body_header_key_or_late_timestamp_fails() -> None:
+    keys = ed25519_keys(VECTOR_JWKS)
+    assert not verify_fal(VECTOR_HEADERS, VECTOR_BODY + b" ", keys, VECTOR_TS)
+    assert not verify_fal({**VECTOR_HEADERS, "x-fal-webhook-user-id": "user-124"}, VECTOR_BODY, keys, VECTOR_TS)
+    assert not verify_fal(VECTOR_HEADERS, VECTOR_BODY, keys, VECTOR_TS + 301)
+    assert not verify_fal(VECTOR_HEADERS, VECTOR_BODY, keys, VECTOR_TS - 301)
+    assert not verify_fal({**VECTOR_HEADERS, "x-fal-webhook-signature": "zz"}, VECTOR_BODY, keys, VECTOR_TS)
+    other = Ed25519PrivateKey.generate().public_key()
+    assert not verify_fal(VECTOR_HEADERS, VECTOR_BODY, [other], VECTOR_TS)
+    assert not verify_fal({}, VECTOR_BODY, keys, VECTOR_TS)
+    assert ed25519_keys({"keys": [{"kty": "RSA"}, {"kty": "OKP", "crv": "Ed25519", "x": "!!"}, 3]}) == []
+
+
+def test_token_bucket_allows_the_burst_then_the_rate() -> None:
+    now = [0.0]
+    bucket = TokenBucket(rate=20, burst=50, clock=lambda: now[0], size=2)
+    assert sum(bucket.allow("a") for _ in range(1000)) == 50
+    assert bucket.allow("b")  # another source has its own bucket
+    now[0] += 1.0
+    assert sum(bucket.allow("a") for _ in range(1000)) == 20
+
+
+async def _job(db: Database, provider: str, token: str, state: str = "running", next_poll_at: float = 1000.0) -> int:
+    async with db.transaction() as conn:
+        cursor = await conn.execute(
+            "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, request_json, providers, provider, state,"
+            " estimate_micros, global_period, guild_period, member_period, next_poll_at, created_at, updated_at,"
+            " callback_token) VALUES (1, 2, 3, 'p', '{}', ?, ?, ?, 0, 'g', 'g', 'm', ?, 0, 0, ?)",
+            (provider, provider, state, next_poll_at, token),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+
+async def _next_poll(db: Database, job_id: int) -> float:
+    row = await db.fetchone("SELECT next_poll_at FROM jobs WHERE id = ?", (job_id,))
+    assert row is not None
+    return float(row["next_poll_at"])
+
+
+async def test_a_callback_moves_only_its_own_jobs_next_check(db: Database) -> None:
+    now = [100.0]
+    woken: list[int] = []
+    service = WebhookService(db, lambda: woken.append(1), clock=lambda: now[0], min_gap=2.0)
+    mine = await _job(db, "kling", "tok-a")
+    other = await _job(db, "kling", "tok-b")
+    before = await db.fetchall("SELECT * FROM jobs ORDER BY id")
+    received = await service.receive("kling", "tok-a", {}, b"{}")
+    assert (received.outcome, received.job_id, received.status) == (Outcome.WOKEN, mine, 200)
+    assert await _next_poll(db, mine) == 100.0 and await _next_poll(db, other) == 1000.0
+    after = await db.fetchall("SELECT * FROM jobs ORDER BY id")
+    changed = [k for b, a in zip(before, after, strict=True) for k, v in dict(b).items() if v != a[k]]
+    assert changed == ["next_poll_at"]
+    assert woken == [1]
+    # fal unverifiable, the wrong provider, an unknown one, an unknown token, a body too large
+    assert (await service.receive("fal", "tok-a", {}, b"{}")).status == 503  # fal keys unknown: fal retries
+    assert (await service.receive("gemini", "tok-a", {}, b"{}")).status == 404
+    assert (await service.receive("kling", "nope", {}, b"{}")).status == 404
+    assert (await service.receive("openai", "tok-a", {}, b"{}")).status == 404
+    assert (await service.receive("kling", "tok-a", {}, b"x" * (64 * 1024 + 1))).status == 413
+
+
+async def test_replays_bring_a_job_forward_at_most_once_per_gap(db: Database) -> None:
+    now = [100.0]
+    service = WebhookService(db, lambda: None, clock=lambda: now[0], min_gap=2.0)
+    job = await _job(db, "kling", "tok")
+    for _ in range(100):
+        assert (await service.receive("kling", "tok", {}, b"{}")).outcome == Outcome.WOKEN
+    assert await _next_poll(db, job) == 100.0
+    # the tracker looked and pushed the next check out; replays within the gap wait for its end
+    await db.execute("UPDATE jobs SET next_poll_at = 130 WHERE id = ?", (job,))
+    now[0] = 101.0
+    for _ in range(100):
+        await service.receive("kling", "tok", {}, b"{}")
+    assert await _next_poll(db, job) == 102.0
+
+
+async def test_a_finished_jobs_callback_is_late_and_changes_nothing(db: Database) -> None:
+    service = WebhookService(db, lambda: None, clock=lambda: 100.0)
+    job = await _job(db, "kling", "tok", state="delivered", next_poll_at=500.0)
+    assert (await service.receive("kling", "tok", {}, b"{}")).outcome == Outcome.LATE
+    assert await _next_poll(db, job) == 500.0
+
+
+async def test_fal_callbacks_are_checked_against_the_cached_jwks(db: Database) -> None:
+    fetches: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        fetches.append(str(request.url))
+        return httpx.Response(200, json=VECTOR_JWKS)
+
+    now = [VECTOR_TS]
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        keys = FalKeys(http, "http://rest.example/.well-known/jwks.json", clock=lambda: now[0])
+        service = WebhookService(db, lambda: None, fal_keys=keys, clock=lambda: now[0])
+        job = await _job(db, "fal", "tok")
+        assert (await service.receive("fal", "tok", VECTOR_HEADERS, VECTOR_BODY)).outcome == Outcome.WOKEN
+        forged = json.dumps({"request_id": "req-1", "status": "OK"}).encode()
+        assert (await service.receive("fal", "tok", VECTOR_HEADERS, forged)).outcome == Outcome.FORGED
+        now[0] += 301
+        assert (await service.receive("fal", "tok", VECTOR_HEADERS, VECTOR_BODY)).outcome == Outcome.FORGED
+        assert fetches == ["http://rest.example/.well-known/jwks.json"]  # cached
+        now[0] += 24 * 3600
+        await service.receive("fal", "tok", VECTOR_HEADERS, VECTOR_BODY)
+        assert len(fetches) == 2  # refreshed after a day
+        assert job
