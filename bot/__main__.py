@@ -24,6 +24,8 @@ from bot.config import Settings
 from bot.db import Database, MigrationError
 from bot.log import setup_logging
 from bot.providers.registry import ProviderNotConfigured, build_providers
+from bot.web import extra_routes
+from bot.web.server import serve
 
 log = logging.getLogger("bot")
 
@@ -50,7 +52,8 @@ def load_settings() -> Settings | str:
 @asynccontextmanager
 async def open_bot(settings: Settings, **bot_options: Any) -> AsyncIterator[Castbot]:
     """Everything the bot needs, opened in order and closed in reverse: the data folder, the
-    migrated database, the shared HTTP client and the provider adapters. Tests use this too."""
+    migrated database, the shared HTTP client, the provider adapters and, when HTTP_PORT is set,
+    the HTTP endpoint (bot/web/). Tests use this too."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     configure_discord_endpoints(settings)
     async with contextlib.AsyncExitStack() as stack:
@@ -64,7 +67,15 @@ async def open_bot(settings: Settings, **bot_options: Any) -> AsyncIterator[Cast
         for provider in providers.values():
             stack.push_async_callback(provider.aclose)
         services = build_services(settings, db, http_client, providers)
-        yield Castbot(settings, db, http_client, services, providers, **bot_options)
+        rate_limits = services.metrics.rate_limit_handler()  # discord.py logs its 429s there
+        logging.getLogger("discord.http").addHandler(rate_limits)
+        stack.callback(logging.getLogger("discord.http").removeHandler, rate_limits)
+        bot = Castbot(settings, db, http_client, services, providers, **bot_options)
+        if settings.http_port is not None:
+            # closed first on the way out: no request reaches a closing database
+            server = await stack.enter_async_context(serve(bot, settings.http_host, settings.http_port, extra_routes()))
+            bot.http_url = server.url
+        yield bot
 
 
 async def run(settings: Settings) -> int:

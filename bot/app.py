@@ -36,6 +36,8 @@ from bot.services.generation import GenerationService
 from bot.services.guilds import GuildService
 from bot.services.health import HealthService
 from bot.services.jobs_view import JobsViewService
+from bot.services.liveness import LivenessService
+from bot.services.metrics import Metrics
 from bot.services.server_settings import SettingsService
 from bot.services.storage import StorageService
 from bot.services.tracking import Tracker
@@ -69,6 +71,8 @@ class Services:
     settings: SettingsService
     jobs: JobsViewService
     encoding: EncodingService
+    metrics: Metrics
+    liveness: LivenessService
     loop_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
     def wake_loop(self) -> None:
@@ -80,6 +84,8 @@ def build_services(
     settings: Settings, db: Database, http_client: httpx.AsyncClient, providers: dict[str, VideoProvider]
 ) -> Services:
     wakeup = asyncio.Event()
+    metrics = Metrics()
+    db.write_observer = metrics.db_write
     guilds = GuildService(db)
     health = HealthService(db, guilds=guilds, configured=tuple(providers))
     storage = StorageService(
@@ -88,7 +94,15 @@ def build_services(
     budget = BudgetService(db, settings, guilds)
     characters = CharacterService(db, settings, providers, guilds, http_client, storage=storage)
     generation = GenerationService(
-        db, providers, guilds, characters, budget, health, poll_min_seconds=settings.poll_min_seconds, storage=storage
+        db,
+        providers,
+        guilds,
+        characters,
+        budget,
+        health,
+        poll_min_seconds=settings.poll_min_seconds,
+        storage=storage,
+        metrics=metrics,
     )
     tracker = Tracker(
         db,
@@ -100,8 +114,14 @@ def build_services(
         poll_min=settings.poll_min_seconds,
         poll_max=settings.poll_max_seconds,
         reconcile_grace=settings.reconcile_grace_seconds,
+        metrics=metrics,
     )
     delivery = DeliveryService(db, guilds, tuple(providers))
+    delivery.metrics = metrics
+    encoding = EncodingService(settings.encode_workers)
+    encoding.metrics = metrics
+    liveness = LivenessService(db, tracker, health, tuple(providers), poll_max=settings.poll_max_seconds)
+    metrics.on_refresh(liveness.refresh_metrics)
     return Services(
         guilds=guilds,
         health=health,
@@ -115,7 +135,9 @@ def build_services(
         dispatcher=Dispatcher(delivery, generation, wakeup.set, retry_after=settings.poll_min_seconds),
         settings=SettingsService(guilds, tuple(providers), health),
         jobs=JobsViewService(db, guilds),
-        encoding=EncodingService(settings.encode_workers),
+        encoding=encoding,
+        metrics=metrics,
+        liveness=liveness,
         loop_wakeup=wakeup,
     )
 
@@ -212,6 +234,7 @@ class Castbot(commands.Bot):
         self.services = services
         self.providers = providers
         self.actions = build_actions(self, services)
+        self.http_url: str | None = None  # the HTTP endpoint's base, when HTTP_PORT is set (bot/web/)
 
     async def setup_hook(self) -> None:
         await self.tree.set_translator(CastbotTranslator())

@@ -76,6 +76,13 @@ class Settings(BaseSettings):
     data_max_gb: Decimal = Field(default=Decimal(10), gt=0)  # decimal GB; 0.05 is 50 MB
     log_level: str = "INFO"
 
+    # The operator's HTTP endpoint (bot/web/): /healthz, /metrics and the providers' webhooks.
+    # Off unless HTTP_PORT is set (0 picks a free port: the tests). PUBLIC_URL is the address
+    # providers can reach it at (behind a reverse proxy); without it no webhook is requested.
+    http_host: str = "0.0.0.0"  # noqa: S104 - in a container the port is published, not the host
+    http_port: int | None = Field(default=None, ge=0, le=65535)
+    public_url: str | None = None
+
     @field_validator("*", mode="after")
     @classmethod
     def _clean_secret(cls, value: object, info: ValidationInfo) -> object:
@@ -118,6 +125,11 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        return None if value is None else value.rstrip("/") or None
 
     def enabled_providers(self) -> tuple[str, ...]:
         """Providers in preference order: PROVIDERS if set, else every keyed one, else local."""

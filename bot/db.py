@@ -12,7 +12,8 @@ import asyncio
 import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,21 @@ async def _connect(path: Path) -> aiosqlite.Connection:
     return conn
 
 
+def _probe_write(path: Path, timeout: float) -> None:
+    conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            conn.execute(f"PRAGMA user_version = {int(version)}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.close()
+
+
 class Database:
     """The bot's SQLite file: one writer connection and one reader connection.
 
@@ -82,6 +98,8 @@ class Database:
         self._conn = writer
         self._reader = reader
         self._write_lock = asyncio.Lock()
+        # Told how long each write transaction took, lock wait included (the metrics, bot/app.py)
+        self.write_observer: Callable[[float], None] | None = None
 
     @classmethod
     async def open(cls, path: Path) -> Database:
@@ -143,6 +161,7 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (including cancellation)."""
+        started = time.perf_counter()
         async with self._write_lock:
             await self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -152,6 +171,15 @@ class Database:
                 raise
             else:
                 await self._conn.commit()
+        if self.write_observer is not None:
+            self.write_observer(time.perf_counter() - started)
+
+    async def probe_write(self, within: float) -> None:
+        """Prove the file takes a write within `within` seconds, on a connection of its own (so
+        neither the writer's lock nor its 5 s busy timeout makes a health check wait): BEGIN
+        IMMEDIATE, rewrite `user_version` with its own value, COMMIT. Raises sqlite3.Error (locked,
+        read-only, gone) or TimeoutError."""
+        await asyncio.wait_for(asyncio.to_thread(_probe_write, self.path, within), within + 1.0)
 
     async def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
         """One autocommitted write; returns the number of rows changed."""

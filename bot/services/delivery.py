@@ -19,6 +19,7 @@ from bot.db import Database
 from bot.domain.job_state import FINISHED, JobState
 from bot.domain.jobs import Job
 from bot.services.guilds import GuildService
+from bot.services.metrics import Metrics
 from bot.store import jobs as store
 from bot.store.jobs import StatusChange
 
@@ -41,6 +42,7 @@ class DeliveryService:
         self._configured = configured
         self._clock = clock
         self._tries: dict[int, int] = {}
+        self.metrics: Metrics | None = None  # the lag from settlement to the post (bot/app.py)
         self._status_seq: int | None = None
 
     async def pending(self, limit: int = 50) -> list[Job]:
@@ -82,9 +84,16 @@ class DeliveryService:
     async def mark_posted(self, job_id: int, message_id: int | None) -> None:
         now = self._clock()
         async with self._db.transaction() as conn:
-            await store.transition(conn, job_id, (JobState.SUCCEEDED,), JobState.DELIVERED, now)
+            moved = await store.transition(conn, job_id, (JobState.SUCCEEDED,), JobState.DELIVERED, now)
             await store.update_fields(conn, job_id, now, notified_at=now, result_message_id=message_id)
         self._tries.pop(job_id, None)
+        if moved and self.metrics is not None:
+            # settled (captured and released when the tracker saw it succeed) -> posted
+            settled = await self._db.fetchone(
+                "SELECT created_at FROM ledger WHERE job_id = ? AND kind = 'release'", (job_id,)
+            )
+            if settled is not None:
+                self.metrics.delivered(now - float(settled["created_at"]))
 
     async def retry_later(self, job_id: int) -> bool:
         """Schedule another try after a transient Discord error; False once we should stop trying."""

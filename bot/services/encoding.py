@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.media.fit import CannotFit, FitResult, TooLong, fit_video, probe, verify
+from bot.services.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,21 @@ class EncodingService:
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
         self._pool: ThreadPoolExecutor | None = None
+        self.in_flight = 0  # fits asked for and not finished: min(in_flight, workers) run, the rest wait
+        self.metrics: Metrics | None = None  # told the queue's length (bot/app.py)
+
+    @property
+    def running(self) -> int:
+        return min(self.in_flight, self.workers)
+
+    @property
+    def waiting(self) -> int:
+        return max(0, self.in_flight - self.workers)
+
+    def _count(self, delta: int) -> None:
+        self.in_flight += delta
+        if self.metrics is not None:
+            self.metrics.encode_queue(self.running, self.waiting)
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -44,6 +60,13 @@ class EncodingService:
     async def fit(self, original: Path, limit: int) -> Fitted:
         """A copy of `original` of at most `limit` bytes, verified to play; reused if already made
         (a post retried after a restart does not encode twice)."""
+        self._count(+1)
+        try:
+            return await self._fit(original, limit)
+        finally:
+            self._count(-1)
+
+    async def _fit(self, original: Path, limit: int) -> Fitted:
         dest = fitted_path(original)
         pool = self._executor()
         loop = asyncio.get_running_loop()

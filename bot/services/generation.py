@@ -42,6 +42,7 @@ from bot.services.guilds import GuildService
 from bot.services.health import HealthService
 from bot.services.job_outcome import outcome_of
 from bot.services.job_request import characters_of, request_of
+from bot.services.metrics import Metrics
 from bot.services.routing import RouteNeeds, chain_hold, fallback_allowed, route
 from bot.services.storage import StorageService, refused_when_full
 from bot.store import jobs as store
@@ -106,9 +107,11 @@ class GenerationService:
         storage: StorageService | None = None,
     ) -> None:
         self._db = db
+        metrics: Metrics | None = None,
         self._storage = storage  # None: no space check
         self._providers = providers
         self._guilds = guilds
+        self._metrics = metrics
         self._characters = characters
         self._budget = budget
         self._health = health
@@ -312,6 +315,7 @@ class GenerationService:
                     self._clock(),
                     error=exc.message,
                     error_code=exc.code,
+            self._count_submit(provider.name, "ambiguous")
                     next_poll_at=self._clock() + self._poll_min,
                 )
             log.warning("job %d: submission to %s is ambiguous (%s); reconciling", job.id, provider.name, exc.code)
@@ -334,6 +338,7 @@ class GenerationService:
                     wait = max(wait, self._poll_min * 2 ** min(max(tries - 1, 0), 5))
                 wait = min(wait, MAX_RETRY_AFTER)
                 await store.transition(
+            self._count_submit(provider.name, state)
                     conn,
                     job.id,
                     (JobState.SUBMITTING,),
@@ -358,6 +363,7 @@ class GenerationService:
                 self._clock(),
                 external_id=result.external_id,
                 progress=snapshot.progress,
+        self._count_submit(provider.name, "accepted")
                 next_poll_at=self._clock() + poll_after,
             )
         crash_point("after_accepted")
@@ -377,6 +383,10 @@ class GenerationService:
                 (JobState.HELD,),
                 outcome.state,
                 now,
+    def _count_submit(self, provider: str, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.submit(provider, outcome)
+
                 error=error.message,
                 error_code=outcome.error_code,
             ):

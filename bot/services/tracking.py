@@ -49,6 +49,7 @@ from bot.services.characters import CharacterService
 from bot.services.health import HealthService
 from bot.services.job_outcome import outcome_of
 from bot.services.job_request import characters_of, request_of
+from bot.services.metrics import Metrics
 from bot.store import jobs as store
 
 log = logging.getLogger(__name__)
@@ -86,8 +87,12 @@ class Tracker:
         poll_max: float = 30.0,
         per_provider_concurrency: int = 4,
         reconcile_grace: float = 120.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self._db = db
+        self._metrics = metrics
+        # When the last pass finished (Unix time), for /healthz: the loop is alive
+        self.last_pass_at: float | None = None
         self._providers = providers
         self._characters = characters
         self._budget = budget
@@ -140,6 +145,13 @@ class Tracker:
         report = PollReport()
         now = self._clock()
         due = await store.due(self._db, now, POLLED)
+        report = await self._poll_once()
+        self.last_pass_at = time.time()
+        if self._metrics is not None:
+            self._metrics.tracked(self.last_pass_at)
+        return report
+
+    async def _poll_once(self) -> PollReport:
         if not due:
             return report
         if now - self._tracked_at >= self._poll_min:
@@ -216,11 +228,14 @@ class Tracker:
             except StatusIncomplete as exc:
                 snapshots = exc.answered
                 await self._status_failed(provider, [j for j in jobs if j.external_id not in snapshots], exc, report)
+                self._count_status(provider.name, "ok")
                 jobs = [j for j in jobs if j.external_id in snapshots]
+                self._count_status(provider.name, "partial")
             except Exception as exc:
                 failure = exc
         if failure is not None:
             if _one_by_one(provider, jobs, failure):
+                self._count_status(provider.name, "error")
                 # a list read failed: ask about each job on its own, so that one job the provider
                 # chokes on (or a failing list) cannot hold up the others
                 await asyncio.gather(*(self._poll_chunk(provider, [job], report) for job in jobs))
@@ -238,6 +253,10 @@ class Tracker:
     async def _status_failed(
         self, provider: VideoProvider, jobs: list[Job], exc: Exception, report: PollReport
     ) -> None:
+    def _count_status(self, provider: str, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.status_request(provider, outcome)
+
         """The status of `jobs` could not be read: tell the breaker, look again after a back-off."""
         if not isinstance(exc, ProviderError):
             log.error("status call to %s failed unexpectedly", provider.name, exc_info=exc)

@@ -1,0 +1,147 @@
+"""The operator's HTTP endpoint (bot/web/server.py) on the real bot against the Discord sandbox:
+/healthz follows the gateway and the database, /metrics parses and moves after a /generate."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from bot.app import Castbot
+from discord_sandbox import DiscordSandbox
+from discord_sandbox.clips import make_clip
+from tests.conftest import BotHarness, World
+from tests.e2e.test_generate import create_character, wait_result, wait_row
+
+pytestmark = pytest.mark.e2e
+
+HTTP = {"http_host": "127.0.0.1", "http_port": 0}
+
+
+async def get(bot: Castbot, path: str) -> httpx.Response:
+    assert bot.http_url is not None
+    async with httpx.AsyncClient(base_url=bot.http_url, timeout=10) as client:
+        return await client.get(path)
+
+
+async def wait_health(bot: Castbot, status: int, timeout: float = 10) -> dict[str, Any]:
+    async with asyncio.timeout(timeout):
+        while True:
+            response = await get(bot, "/healthz")
+            if response.status_code == status:
+                body: dict[str, Any] = response.json()
+                return body
+            await asyncio.sleep(0.05)
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a /metrics page by (name, sorted labels)."""
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+@contextlib.asynccontextmanager
+async def locked(bot: Castbot) -> AsyncIterator[None]:
+    """Another connection holds a write transaction on the bot's database file."""
+    other = await aiosqlite.connect(str(bot.db.path), isolation_level=None)
+    try:
+        await other.execute("BEGIN IMMEDIATE")
+        yield
+        await other.execute("ROLLBACK")
+    finally:
+        await other.close()
+
+
+async def test_the_endpoint_is_off_unless_http_port_is_set(world: World, castbot: Castbot) -> None:
+    assert castbot.settings.http_port is None
+    assert castbot.http_url is None
+
+
+async def test_healthz_is_503_while_the_gateway_is_down_and_200_once_it_resumes(
+    sandbox: DiscordSandbox, world: World, harness: BotHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bot = await harness.start(**HTTP)
+    body = await wait_health(bot, 200)
+    assert body["status"] == "ok"
+    assert body["checks"]["database"]["ok"] is True
+
+    # the sandbox drops the socket and holds the bot's RESUME / IDENTIFY until released
+    released = asyncio.Event()
+    gateway = sandbox.gateway
+    resume, identify = gateway._resume, gateway._identify
+
+    async def held_resume(connection: Any, data: Any) -> bool:
+        await released.wait()
+        return await resume(connection, data)
+
+    async def held_identify(connection: Any, data: Any) -> bool:
+        await released.wait()
+        return await identify(connection, data)
+
+    monkeypatch.setattr(gateway, "_resume", held_resume)
+    monkeypatch.setattr(gateway, "_identify", held_identify)
+    await sandbox.drop_connections()
+    body = await wait_health(bot, 503)
+    assert body["failed"] == ["gateway"]
+    assert body["checks"]["gateway"]["ok"] is False
+
+    released.set()
+    body = await wait_health(bot, 200)
+    assert body["failed"] == []
+
+
+async def test_healthz_is_503_quickly_while_the_database_is_locked(world: World, harness: BotHarness) -> None:
+    bot = await harness.start(**HTTP)
+    await wait_health(bot, 200)
+    async with locked(bot):
+        started = asyncio.get_running_loop().time()
+        response = await get(bot, "/healthz")
+        elapsed = asyncio.get_running_loop().time() - started
+        assert response.status_code == 503
+        body = response.json()
+        assert body["failed"] == ["database"]
+        assert "locked" in body["checks"]["database"]["detail"]
+        assert elapsed < 3  # a short busy timeout of its own, not the writer's 5 s
+    await wait_health(bot, 200)
+
+
+async def test_metrics_parse_and_move_after_a_generate(
+    sandbox: DiscordSandbox, world: World, harness: BotHarness, tmp_path: Path
+) -> None:
+    bot = await harness.start(**HTTP)
+    before = await get(bot, "/metrics")
+    assert before.status_code == 200
+    assert before.headers["content-type"].startswith("text/plain")
+    first = samples(before.text)
+    assert first[("castbot_provider_breaker_state", (("provider", "local"), ("state", "closed")))] == 1
+    assert ("castbot_provider_submits_total", (("outcome", "accepted"), ("provider", "local"))) not in first
+
+    clip = make_clip(tmp_path / "mira.mp4", seconds=3.0, size=(160, 120), fps=12, blur=()).read_bytes()
+    await create_character(sandbox, world, "Mira", clip)
+    handle = await sandbox.invoke(world.guild, world.channel, world.member, "generate", prompt="@Mira waves", seconds=4)
+    await handle.wait_final_message(timeout=10)
+    await wait_result(sandbox, world, 1)
+    await wait_row(bot, "SELECT 1 FROM jobs WHERE id = 1 AND state = 'delivered'")
+
+    after = samples((await get(bot, "/metrics")).text)
+    assert after[("castbot_provider_submits_total", (("outcome", "accepted"), ("provider", "local")))] == 1
+    assert after[("castbot_provider_status_requests_total", (("outcome", "ok"), ("provider", "local")))] >= 1
+    assert after[("castbot_jobs", (("provider", "local"), ("state", "delivered")))] == 1
+    assert after[("castbot_delivery_lag_seconds_count", ())] == 1
+    assert after[("castbot_db_write_seconds_count", ())] > first[("castbot_db_write_seconds_count", ())]
+    assert ("castbot_money_micro_usd_total", (("kind", "release"),)) in after  # local is free: zero amounts
+    assert after[("castbot_tracking_last_pass_timestamp_seconds", ())] > 0
+    assert after[("castbot_encodes_waiting", ())] == 0
+    # no member, guild or job id is ever a label
+    labels = {name for (_, pairs) in after for name, _ in pairs}
+    assert labels <= {"provider", "state", "outcome", "kind", "le"}
