@@ -59,6 +59,8 @@ class Capabilities:
     # a finished job's download URL opens without our key, so members can be given it when the
     # video cannot be attached (Gemini's needs the key)
     shareable_results: bool = True
+    # submit() passes request.callback_url on, and the provider calls it when the job changes
+    callbacks: bool = False
 
     def fit_seconds(self, wanted: int) -> int:
         """The smallest allowed duration at least `wanted`, else the longest allowed."""
@@ -111,6 +113,8 @@ class GenerationRequest:
     quality: Quality
     characters: tuple[CharacterRef, ...] = ()  # in order of first mention
     client_ref: str = ""  # our job id; sent where the API allows, used to reconcile ambiguous submits
+    # where the provider may POST when the job changes (a wake-up only; see bot/services/webhooks.py)
+    callback_url: str | None = None
 
 
 class JobStatus(enum.StrEnum):

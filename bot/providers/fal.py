@@ -372,6 +372,7 @@ class FalProvider(VideoProvider):
             batch_status=False,
             paid=True,
             authoritative_reconcile=False,
+            callbacks=True,  # ?fal_webhook=, signed with Ed25519 (bot/services/webhooks.py)
         )
 
     @property
@@ -551,7 +552,7 @@ class FalProvider(VideoProvider):
 
     async def submit(self, request: GenerationRequest) -> SubmitResult:
         entry, body = self._body(request)
-        ref, state = await self._queue.submit(entry.endpoint_id, body)
+        ref, state = await self._queue.submit(entry.endpoint_id, body, webhook_url=request.callback_url)
         external_id = ref.encode(self._queue.queue_url)
         log.info("fal: queued request %s on %s", ref.request_id, entry.endpoint_id)
         snapshot = JobSnapshot(

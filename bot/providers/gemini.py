@@ -272,6 +272,7 @@ class GeminiProvider(VideoProvider):
             batch_status=False,
             paid=True,
             authoritative_reconcile=False,
+            callbacks=True,  # a dynamic webhook_config per interaction
         )
 
     @property
@@ -505,6 +506,11 @@ class GeminiProvider(VideoProvider):
         }
         if spec.labels and request.client_ref:
             body["labels"] = {"castbot_ref": _label_value(request.client_ref)}
+        if request.callback_url:
+            body["webhook_config"] = {
+                "uris": [request.callback_url],
+                "user_metadata": {"castbot_ref": request.client_ref},
+            }
         return body, expired
 
     async def submit(self, request: GenerationRequest) -> SubmitResult:

@@ -96,6 +96,7 @@ class KlingProvider(VideoProvider):
         batch_status=True,
         paid=True,
         authoritative_reconcile=True,
+        callbacks=True,  # options.callback_url: a POST on every status change
     )
 
     def __init__(
@@ -220,6 +221,8 @@ class KlingProvider(VideoProvider):
         options: dict[str, Any] = {"watermark_info": {"enabled": False}}
         if request.client_ref:
             options["external_task_id"] = request.client_ref
+        if request.callback_url:
+            options["callback_url"] = request.callback_url
         return {
             "contents": [{"type": "prompt", "text": prompt}, *elements],
             "settings": {

@@ -23,6 +23,7 @@ bot/providers/fal_models.py, so a wrong entry there shows up as a refused input 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import hashlib
@@ -42,8 +43,11 @@ from typing import Any
 
 import av
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from PIL import Image
 
+from tests.fakes.callbacks import CallbackPoster
 from tests.fakes.loopback import send_video, serve
 
 HOSTS = ("queue", "rest", "cdn")
@@ -269,6 +273,11 @@ class FalSim:
         self._slot_free_at = 0.0
         self._closing = asyncio.Event()
         self._runners: list[web.AppRunner] = []
+        # webhooks: `?fal_webhook=` on submit gets a signed POST when the request completes; the
+        # public key is served at the REST host's /.well-known/jwks.json
+        self.webhook_key = Ed25519PrivateKey.generate()
+        self.webhook_user_id = "sim-user-1"
+        self.callbacks = CallbackPoster()
 
     # --- scripting --------------------------------------------------------------------------------
 
@@ -332,6 +341,7 @@ class FalSim:
         queue.router.add_route("*", "/{tail:.+}", self._queue)
         rest = web.Application()
         rest.router.add_post("/storage/auth/token", self._token)
+        rest.router.add_get("/.well-known/jwks.json", self._jwks)
         cdn = web.Application(client_max_size=64 * 1024 * 1024)
         cdn.router.add_post("/files/upload", self._upload)
         cdn.router.add_get("/files/{tail:.+}", self._file)
@@ -345,6 +355,7 @@ class FalSim:
 
     async def close(self) -> None:
         self._closing.set()  # release hanging handlers first
+        await self.callbacks.close()
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()
@@ -447,6 +458,8 @@ class FalSim:
             return self._json({"detail": "Too many requests in queue"}, 429, {"Retry-After": "2"})
         job = self._make_job(endpoint_id, spec, body)
         self._advance()
+        if webhook := request.query.get("fal_webhook"):
+            self.callbacks.when(lambda: self._settled(job), webhook, lambda: self.webhook_call(job))
         base = f"{self.queue_url}/{job.app}/requests/{job.request_id}"
         answer: dict[str, Any] = {
             "request_id": job.request_id,
@@ -492,6 +505,47 @@ class FalSim:
             first = min(done, key=lambda j: j.started or 0.0)
             first.finished = (first.started or 0.0) + self.job_seconds
             self._slot_free_at = max(self._slot_free_at, first.finished)
+
+    def _settled(self, job: SimJob) -> bool:
+        self._advance()
+        return self._word(job) == "COMPLETED"
+
+    # --- webhooks ---------------------------------------------------------------------------------
+
+    def jwks(self) -> dict[str, Any]:
+        raw = self.webhook_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        x = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        return {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "sim-1", "use": "sig", "alg": "EdDSA"}]}
+
+    async def _jwks(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(Recorded("rest", request.method, request.path, dict(request.query), {}, None))
+        return self._json(self.jwks())
+
+    def sign(self, request_id: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+        """fal's webhook headers for `body`: Ed25519 over request id, user id, time and SHA-256."""
+        ts = str(int(time.time()) if timestamp is None else timestamp)
+        digest = hashlib.sha256(body).hexdigest()
+        message = f"{request_id}\n{self.webhook_user_id}\n{ts}\n{digest}".encode()
+        return {
+            "X-Fal-Webhook-Request-Id": request_id,
+            "X-Fal-Webhook-User-Id": self.webhook_user_id,
+            "X-Fal-Webhook-Timestamp": ts,
+            "X-Fal-Webhook-Signature": self.webhook_key.sign(message).hex(),
+        }
+
+    def webhook_call(self, job: SimJob) -> tuple[bytes, dict[str, str]]:
+        """The callback fal sends when `job` completes: its result as the payload, signed."""
+        answer, http, _ = self._result_answer(job)
+        ok = http == 200
+        data = {
+            "request_id": job.request_id,
+            "gateway_request_id": job.request_id,
+            "status": "OK" if ok else "ERROR",
+            "payload": answer,
+            "error": None if ok else f"Invalid status code: {http}",
+        }
+        body = json.dumps(data).encode()
+        return body, self.sign(job.request_id, body)
 
     def _position(self, job: SimJob) -> int:
         return next((i for i, j in enumerate(self._waiting()) if j is job), 0)

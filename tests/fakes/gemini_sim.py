@@ -47,6 +47,7 @@ import av
 from aiohttp import web
 from PIL import Image
 
+from tests.fakes.callbacks import CallbackPoster
 from tests.fakes.loopback import send_video, serve
 
 API = "/v1beta"
@@ -336,6 +337,9 @@ class GeminiSim:
         self._runner: web.AppRunner | None = None
         self._signing = os.urandom(8).hex()
         self.base_url = ""
+        # webhooks: an interaction created with webhook_config.uris gets a thin Standard-Webhooks
+        # envelope POSTed to each URI when it completes or fails (the RS256 JWT is not simulated)
+        self.callbacks = CallbackPoster()
 
     # --- scripting --------------------------------------------------------------------------------
 
@@ -414,6 +418,7 @@ class GeminiSim:
 
     async def close(self) -> None:
         self._closing.set()  # release hanging handlers first
+        await self.callbacks.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -731,7 +736,33 @@ class GeminiSim:
             **{k: v for k, v in parsed.items() if k != "blocks"},
         )
         self.interactions[interaction.id] = interaction
+        config = body.get("webhook_config")
+        uris = config.get("uris") if isinstance(config, dict) else None
+        for uri in uris if isinstance(uris, list) else []:
+            if isinstance(uri, str):
+                self.callbacks.when(
+                    lambda: self._state(interaction) not in ("queued", "in_progress"),
+                    uri,
+                    lambda: self._callback(interaction),
+                )
         return interaction
+
+    def _callback(self, interaction: SimInteraction) -> tuple[bytes, dict[str, str]] | None:
+        state = self._state(interaction)
+        if state not in ("completed", "failed"):
+            return None  # paused for review, or another word: no event the SDK names
+        config = interaction.body.get("webhook_config") or {}
+        data: dict[str, Any] = {"id": interaction.id}
+        if isinstance(config.get("user_metadata"), dict):
+            data["user_metadata"] = config["user_metadata"]
+        event = {
+            "type": f"interaction.{state}",
+            "version": "v1",
+            "timestamp": _iso(time.time()),
+            "data": data,
+        }
+        headers = {"webhook-id": f"msg_{os.urandom(12).hex()}", "webhook-timestamp": str(int(time.time()))}
+        return json.dumps(event).encode(), headers
 
     async def _validate(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):

@@ -37,6 +37,7 @@ from typing import Any
 from aiohttp import web
 from PIL import Image
 
+from tests.fakes.callbacks import CallbackPoster
 from tests.fakes.loopback import send_video, serve
 
 ELEMENTS = "/v1/general/advanced-custom-elements"
@@ -157,6 +158,9 @@ class KlingSim:
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.base_url = ""
+        # webhooks: a video task with options.callback_url gets a POST of its task object on each
+        # status change (processing, then the end); unsigned, as the bot's dynamic URLs need not be
+        self.callbacks = CallbackPoster()
 
     # --- scripting --------------------------------------------------------------------------------
 
@@ -212,6 +216,7 @@ class KlingSim:
 
     async def close(self) -> None:
         self._closing.set()  # release hanging handlers first
+        await self.callbacks.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -483,7 +488,14 @@ class KlingSim:
             body=body,
         )
         self.tasks[task.id] = task
+        if url := options.get("callback_url"):
+            self.callbacks.later(self.video_seconds * 0.3, url, lambda: self._callback(task))
+            if task.outcome not in ("stuck", "unknown_status"):
+                self.callbacks.later(self.video_seconds, url, lambda: self._callback(task))
         return task
+
+    def _callback(self, task: VideoTask) -> tuple[bytes, dict[str, str]]:
+        return json.dumps(self._entry(task)).encode(), {}
 
     def _validate_video(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):

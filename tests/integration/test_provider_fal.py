@@ -692,3 +692,29 @@ async def test_fal_client_uploads_submits_and_reads_results_on_the_sim(sim, clip
         await sdk_client.result(WAN, bad.request_id)
     detail: Any = info.value.message  # fal_client keeps the body's `detail` list as is
     assert info.value.status_code == 422 and detail[0]["type"] == "content_policy_violation"
+
+
+async def test_a_callback_url_goes_as_fal_webhook_and_the_signed_callback_verifies(client, sim, tmp_path, clip):
+    from bot.services.webhooks import FalKeys, verify_fal
+    from tests.fakes.callbacks import CallbackReceiver
+
+    receiver = await CallbackReceiver().start()
+    try:
+        fal = make_provider(client, sim)
+        (mira,) = await registered(fal, tmp_path, clip, "Mira")
+        url = f"{receiver.url}/hooks/fal/tok-123"
+        job = await fal.submit(request("@Mira runs", [mira], seconds=5, callback_url=url))
+        (submit,) = sim.submits(WAN)
+        assert submit.query == {"fal_webhook": url}
+        (hook,) = await receiver.wait(1)
+        assert hook.path == "/hooks/fal/tok-123"
+        payload = json.loads(hook.body)
+        assert payload["status"] == "OK" and payload["payload"]["video"]["url"]
+        assert job.external_id.endswith(payload["request_id"]) or payload["request_id"] in job.external_id
+        keys = await FalKeys(client, f"{sim.rest_url}/.well-known/jwks.json").keys()
+        assert keys
+        headers = {k.lower(): v for k, v in hook.headers.items()}
+        assert verify_fal(headers, hook.body, keys, time.time())
+        assert not verify_fal(headers, hook.body + b" ", keys, time.time())
+    finally:
+        await receiver.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 import socket
 import time
@@ -749,3 +750,21 @@ async def test_sim_refuses_what_the_api_refuses(sim, tmp_path):
         start = await raw.post("/upload/v1beta/files", json={"file": {}}, headers=auth)
         assert start.status_code == 400  # no X-Goog-Upload-* headers
     assert len(sim.interactions) == 3
+
+
+async def test_a_callback_url_goes_as_webhook_config_and_completion_is_posted(gemini, sim):
+    from tests.fakes.callbacks import CallbackReceiver
+
+    receiver = await CallbackReceiver().start()
+    try:
+        url = f"{receiver.url}/hooks/gemini/tok-5"
+        job = await gemini.submit(request(client_ref="castbot-7-1", callback_url=url))
+        (create,) = sim.creates
+        assert create["webhook_config"] == {"uris": [url], "user_metadata": {"castbot_ref": "castbot-7-1"}}
+        (hook,) = await receiver.wait(1)
+        event = json.loads(hook.body)
+        assert event["type"] == "interaction.completed" and event["data"]["id"] == job.external_id
+        assert event["data"]["user_metadata"] == {"castbot_ref": "castbot-7-1"}
+        assert hook.headers["webhook-id"].startswith("msg_")
+    finally:
+        await receiver.close()

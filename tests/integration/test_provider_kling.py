@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import logging
 import math
 import socket
@@ -511,3 +512,21 @@ async def test_key_never_in_errors_or_logs(client, sim, tmp_path, caplog):
     assert KEY not in caplog.text
     assert KEY not in repr(kling)
     assert sim.recorded("POST", "/omni-video/")[0].headers["Authorization"] == f"Bearer {KEY}"
+
+
+async def test_a_callback_url_goes_in_options_and_each_status_change_is_posted(kling, sim):
+    from tests.fakes.callbacks import CallbackReceiver
+
+    receiver = await CallbackReceiver().start()
+    try:
+        url = f"{receiver.url}/hooks/kling/tok-9"
+        job = await kling.submit(request(client_ref="cb-1", callback_url=url))
+        (create,) = sim.recorded("POST", "/omni-video/")
+        assert create.body["options"]["callback_url"] == url
+        hooks = await receiver.wait(2)
+        assert [h.path for h in hooks] == ["/hooks/kling/tok-9"] * 2
+        statuses = [json.loads(h.body)["status"] for h in hooks]
+        assert statuses == ["processing", "succeeded"]
+        assert {json.loads(h.body)["id"] for h in hooks} == {job.external_id}
+    finally:
+        await receiver.close()
