@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import re
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,7 @@ from tests.e2e.test_generate import create_character, wait_result, wait_row
 pytestmark = pytest.mark.e2e
 
 HTTP = {"http_host": "127.0.0.1", "http_port": 0}
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def get(bot: Castbot, path: str) -> httpx.Response:
@@ -145,3 +150,29 @@ async def test_metrics_parse_and_move_after_a_generate(
     # no member, guild or job id is ever a label
     labels = {name for (_, pairs) in after for name, _ in pairs}
     assert labels <= {"provider", "state", "outcome", "kind", "le"}
+
+
+async def docker_healthcheck(port: int | None) -> int:
+    """The Dockerfile's HEALTHCHECK command, run as Docker would: its exit code."""
+    line = re.search(r"HEALTHCHECK [^\n]*\\\n\s*CMD (\[.*\])", (ROOT / "Dockerfile").read_text())
+    assert line is not None
+    argv = json.loads(line.group(1))
+    assert argv[0] == "python"
+    env = {k: v for k, v in os.environ.items() if k != "HTTP_PORT"}
+    if port is not None:
+        env["HTTP_PORT"] = str(port)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, *argv[1:], env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    return await process.wait()
+
+
+async def test_the_images_healthcheck_follows_healthz(world: World, harness: BotHarness) -> None:
+    bot = await harness.start(**HTTP)
+    await wait_health(bot, 200)
+    assert bot.http_url is not None
+    port = int(bot.http_url.rsplit(":", 1)[1])
+    assert await docker_healthcheck(port) == 0
+    async with locked(bot):
+        assert await docker_healthcheck(port) == 1
+    assert await docker_healthcheck(None) == 0  # no HTTP_PORT: nothing to ask
