@@ -45,6 +45,7 @@ from bot.services.job_request import characters_of, request_of
 from bot.services.metrics import Metrics
 from bot.services.routing import RouteNeeds, chain_hold, fallback_allowed, route
 from bot.services.storage import StorageService, refused_when_full
+from bot.services.webhooks import callback_url, new_token
 from bot.store import jobs as store
 from bot.store.jobs import NewJob
 
@@ -104,19 +105,21 @@ class GenerationService:
         *,
         clock: Callable[[], float] = time.time,
         poll_min_seconds: float = 2.0,
+        public_url: str | None = None,
         storage: StorageService | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._db = db
-        metrics: Metrics | None = None,
         self._storage = storage  # None: no space check
+        self._metrics = metrics
         self._providers = providers
         self._guilds = guilds
-        self._metrics = metrics
         self._characters = characters
         self._budget = budget
         self._health = health
         self._clock = clock
         self._poll_min = poll_min_seconds
+        self._public_url = public_url  # None: no callbacks are asked for
 
     # --- admission ---------------------------------------------------------------------------
 
@@ -289,19 +292,30 @@ class GenerationService:
     ) -> ProviderError | None:
         """One submission. Returns the error when the caller should fall back or give up."""
         now = self._clock()
+        # a token per attempt, written before the call: an earlier attempt's token finds nothing
+        token = new_token() if self._public_url and provider.capabilities.callbacks else None
         async with self._db.transaction() as conn:
             if not await store.transition(
-                conn, job.id, (JobState.HELD,), JobState.SUBMITTING, now, provider=provider.name
+                conn,
+                job.id,
+                (JobState.HELD,),
+                JobState.SUBMITTING,
+                now,
+                provider=provider.name,
+                callback_token=token,
             ):
                 return None  # someone else (cancel, another dispatcher) got there first
             client_ref = await store.start_attempt(conn, job.id, provider.name, now)
         crash_point("after_attempt")
         request = request_of(job, refs, client_ref)
+        if token is not None and self._public_url:
+            request = replace(request, callback_url=callback_url(self._public_url, provider.name, token))
         # the router priced this provider's next allowed length; some (the relay) refuse any other
         request = replace(request, seconds=provider.capabilities.fit_seconds(request.seconds))
         try:
             result = await provider.submit(request)
         except Ambiguous as exc:
+            self._count_submit(provider.name, "ambiguous")
             await self._health.record(provider.name, ok=False, error=exc, phase="submit")
             async with self._db.transaction() as conn:
                 await store.finish_attempt(
@@ -315,7 +329,6 @@ class GenerationService:
                     self._clock(),
                     error=exc.message,
                     error_code=exc.code,
-            self._count_submit(provider.name, "ambiguous")
                     next_poll_at=self._clock() + self._poll_min,
                 )
             log.warning("job %d: submission to %s is ambiguous (%s); reconciling", job.id, provider.name, exc.code)
@@ -325,6 +338,7 @@ class GenerationService:
             if not busy:  # a full account is the member's turn to wait, not the provider failing
                 await self._health.record(provider.name, ok=False, error=exc, phase="submit")
             state = "not_sent" if isinstance(exc, NotSent) else "rejected"
+            self._count_submit(provider.name, state)
             tries = await self._attempts_on(job.id, provider.name)
             in_time = job.deadline_at is None or self._clock() < job.deadline_at
             retry = isinstance(exc, RateLimited) and ((busy and in_time) or tries < RATE_LIMIT_RETRIES)
@@ -338,7 +352,6 @@ class GenerationService:
                     wait = max(wait, self._poll_min * 2 ** min(max(tries - 1, 0), 5))
                 wait = min(wait, MAX_RETRY_AFTER)
                 await store.transition(
-            self._count_submit(provider.name, state)
                     conn,
                     job.id,
                     (JobState.SUBMITTING,),
@@ -350,6 +363,7 @@ class GenerationService:
                 log.info("job %d: %s rate limited; retrying in %.1fs", job.id, provider.name, wait)
                 return None
             return exc
+        self._count_submit(provider.name, "accepted")
         await self._health.record(provider.name, ok=True, error=None, phase="submit")
         snapshot = result.snapshot
         poll_after = max(self._poll_min, snapshot.poll_after or 0.0)
@@ -363,12 +377,15 @@ class GenerationService:
                 self._clock(),
                 external_id=result.external_id,
                 progress=snapshot.progress,
-        self._count_submit(provider.name, "accepted")
                 next_poll_at=self._clock() + poll_after,
             )
         crash_point("after_accepted")
         log.info("job %d accepted by %s as %s", job.id, provider.name, result.external_id)
         return None
+
+    def _count_submit(self, provider: str, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.submit(provider, outcome)
 
     async def _attempts_on(self, job_id: int, provider: str) -> int:
         return sum(1 for a in await store.attempts_for(self._db, job_id) if a["provider"] == provider)
@@ -383,10 +400,6 @@ class GenerationService:
                 (JobState.HELD,),
                 outcome.state,
                 now,
-    def _count_submit(self, provider: str, outcome: str) -> None:
-        if self._metrics is not None:
-            self._metrics.submit(provider, outcome)
-
                 error=error.message,
                 error_code=outcome.error_code,
             ):

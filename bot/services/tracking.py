@@ -121,7 +121,10 @@ class Tracker:
         not one per hint. Otherwise back off as the job ages. When `sharing` jobs split each
         status request (a batch, a list walk), a look costs a fraction of a request: the hint,
         which paces requests about one job, no longer holds it back, and the back-off is
-        proportionally shorter."""
+        proportionally shorter. A job the provider will call back about is looked at every
+        POLL_MAX, a safety pace: the callback brings its next look forward (bot/services/webhooks.py)."""
+        if job.callback_token is not None:
+            return self._poll_max
         floor = max(self._poll_min, hint or 0.0) if sharing <= 1 else self._poll_min
         age = max(0.0, self._clock() - job.created_at)
         if progress is not None and 0 < progress < 100:
@@ -142,9 +145,6 @@ class Tracker:
         return max(1, min(BATCH, self._tracked.get(provider.name, 1)))
 
     async def poll_once(self) -> PollReport:
-        report = PollReport()
-        now = self._clock()
-        due = await store.due(self._db, now, POLLED)
         report = await self._poll_once()
         self.last_pass_at = time.time()
         if self._metrics is not None:
@@ -152,6 +152,9 @@ class Tracker:
         return report
 
     async def _poll_once(self) -> PollReport:
+        report = PollReport()
+        now = self._clock()
+        due = await store.due(self._db, now, POLLED)
         if not due:
             return report
         if now - self._tracked_at >= self._poll_min:
@@ -225,17 +228,17 @@ class Tracker:
         async with self._limits[provider.name]:
             try:
                 snapshots = await provider.status([j.external_id for j in jobs if j.external_id])
+                self._count_status(provider.name, "ok")
             except StatusIncomplete as exc:
+                self._count_status(provider.name, "partial")
                 snapshots = exc.answered
                 await self._status_failed(provider, [j for j in jobs if j.external_id not in snapshots], exc, report)
-                self._count_status(provider.name, "ok")
                 jobs = [j for j in jobs if j.external_id in snapshots]
-                self._count_status(provider.name, "partial")
             except Exception as exc:
+                self._count_status(provider.name, "error")
                 failure = exc
         if failure is not None:
             if _one_by_one(provider, jobs, failure):
-                self._count_status(provider.name, "error")
                 # a list read failed: ask about each job on its own, so that one job the provider
                 # chokes on (or a failing list) cannot hold up the others
                 await asyncio.gather(*(self._poll_chunk(provider, [job], report) for job in jobs))
@@ -250,13 +253,13 @@ class Tracker:
             )
         )
 
-    async def _status_failed(
-        self, provider: VideoProvider, jobs: list[Job], exc: Exception, report: PollReport
-    ) -> None:
     def _count_status(self, provider: str, outcome: str) -> None:
         if self._metrics is not None:
             self._metrics.status_request(provider, outcome)
 
+    async def _status_failed(
+        self, provider: VideoProvider, jobs: list[Job], exc: Exception, report: PollReport
+    ) -> None:
         """The status of `jobs` could not be read: tell the breaker, look again after a back-off."""
         if not isinstance(exc, ProviderError):
             log.error("status call to %s failed unexpectedly", provider.name, exc_info=exc)
