@@ -8,7 +8,10 @@ import contextlib
 import json
 import os
 import re
+import signal
+import socket
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +24,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.app import Castbot
 from discord_sandbox import DiscordSandbox
 from discord_sandbox.clips import make_clip
-from tests.conftest import BotHarness, World
+from tests.conftest import SANDBOX_TOKEN, BotHarness, World
 from tests.e2e.test_generate import create_character, wait_result, wait_row
+from tests.e2e.test_process import clean_env, run_bot
 
 pytestmark = pytest.mark.e2e
 
@@ -176,3 +180,47 @@ async def test_the_images_healthcheck_follows_healthz(world: World, harness: Bot
     async with locked(bot):
         assert await docker_healthcheck(port) == 1
     assert await docker_healthcheck(None) == 0  # no HTTP_PORT: nothing to ask
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_python_m_bot_serves_healthz_and_closes_it_on_sigterm(tmp_path: Path, sandbox: DiscordSandbox) -> None:
+    guild = sandbox.add_guild("Castle")
+    port = free_port()
+    env = clean_env(
+        tmp_path,
+        DISCORD_TOKEN=SANDBOX_TOKEN,
+        DISCORD_API_BASE=sandbox.api_base,
+        DISCORD_GATEWAY_URL=sandbox.gateway_url,
+        COMMAND_GUILD_ID=str(guild.id),
+        HTTP_HOST="127.0.0.1",
+        HTTP_PORT=str(port),
+        POLL_MAX_SECONDS="1",
+    )
+    proc = await run_bot(tmp_path, env)
+    try:
+        await sandbox.wait_ready(timeout=30)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            async with asyncio.timeout(15):
+                while (response := await client.get("/healthz")).status_code != 200:
+                    await asyncio.sleep(0.1)
+            assert response.json()["status"] == "ok"
+            assert "castbot_jobs" in (await client.get("/metrics")).text
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(proc.communicate(), 15)
+        elapsed = time.monotonic() - started
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    assert elapsed < 10
+    with pytest.raises(httpx.ConnectError):  # the port is closed with the bot
+        async with httpx.AsyncClient(timeout=2) as client:
+            await client.get(f"http://127.0.0.1:{port}/healthz")
+    assert not (tmp_path / "data" / "castbot.sqlite3-wal").exists()

@@ -3,13 +3,16 @@ tracking loop's staleness as /healthz judges it (bot/services/liveness.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
+import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.db import Database
+from bot.services.encoding import EncodingService, Fitted
 from bot.services.liveness import LivenessService
 from bot.services.metrics import Metrics
 
@@ -110,3 +113,26 @@ async def test_database_writes_are_timed_through_the_observer(tmp_path: Path) ->
     finally:
         await db.close()
     assert len(seen) == 1 and seen[0] >= 0
+
+
+async def test_the_encode_queue_is_reported_while_fits_wait(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    metrics = Metrics()
+    encoding = EncodingService(1)
+    encoding.metrics = metrics
+    release = asyncio.Event()
+
+    async def slow_fit(original: Path, limit: int) -> Fitted:
+        await release.wait()
+        return Fitted(None)
+
+    monkeypatch.setattr(encoding, "_fit", slow_fit)
+    fits = [asyncio.create_task(encoding.fit(tmp_path / f"{i}.mp4", 1000)) for i in range(3)]
+    await asyncio.sleep(0)
+    got = values(metrics)
+    assert got[("castbot_encodes_running", ())] == 1
+    assert got[("castbot_encodes_waiting", ())] == 2
+    release.set()
+    await asyncio.gather(*fits)
+    got = values(metrics)
+    assert got[("castbot_encodes_running", ())] == 0
+    assert got[("castbot_encodes_waiting", ())] == 0
