@@ -41,6 +41,7 @@ from bot.services.metrics import Metrics
 from bot.services.server_settings import SettingsService
 from bot.services.storage import StorageService
 from bot.services.tracking import Tracker
+from bot.services.webhooks import FalKeys, WebhookService
 from bot.ui.replies import fit_content, locale_of, reply
 from bot.ui.translator import CastbotTranslator
 
@@ -73,6 +74,7 @@ class Services:
     encoding: EncodingService
     metrics: Metrics
     liveness: LivenessService
+    webhooks: WebhookService
     loop_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
     def wake_loop(self) -> None:
@@ -101,6 +103,7 @@ def build_services(
         budget,
         health,
         poll_min_seconds=settings.poll_min_seconds,
+        public_url=settings.public_url,
         storage=storage,
         metrics=metrics,
     )
@@ -138,6 +141,13 @@ def build_services(
         encoding=encoding,
         metrics=metrics,
         liveness=liveness,
+        # callbacks only bring a job's next status check forward (bot/services/webhooks.py)
+        webhooks=WebhookService(
+            db,
+            wakeup.set,
+            fal_keys=FalKeys(http_client, f"{settings.fal_rest_url}/.well-known/jwks.json"),
+            min_gap=settings.poll_min_seconds,
+        ),
         loop_wakeup=wakeup,
     )
 

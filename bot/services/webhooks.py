@@ -55,6 +55,7 @@ def callback_url(public_url: str, provider: str, token: str) -> str:
 class Outcome(enum.StrEnum):
     WOKEN = "woken"  # a job's next check moved to now (or was already due)
     LATE = "late"  # a known token whose job is no longer polled: nothing to do
+    DUPLICATE = "duplicate"  # the same body for the same job again (a retry or a replay)
     UNKNOWN = "unknown"  # no job holds this token
     FORGED = "forged"  # a fal signature missing, wrong or out of its time window
     UNVERIFIABLE = "unverifiable"  # fal's keys could not be fetched: fal retries later
@@ -65,6 +66,7 @@ class Outcome(enum.StrEnum):
 HTTP_STATUS: Mapping[Outcome, int] = {
     Outcome.WOKEN: 200,
     Outcome.LATE: 200,
+    Outcome.DUPLICATE: 200,
     Outcome.UNKNOWN: 404,
     Outcome.FORGED: 401,
     Outcome.UNVERIFIABLE: 503,
@@ -215,6 +217,7 @@ class WebhookService:
         self._limiter = limiter or TokenBucket()
         self._clock = clock
         self._poked: OrderedDict[int, float] = OrderedDict()  # job id -> when it was last poked for
+        self._seen: OrderedDict[tuple[int, str], None] = OrderedDict()  # (job id, body's SHA-256)
 
     def admit(self, source: str) -> bool:
         """The per-source rate limit, checked before anything is read."""
@@ -235,6 +238,12 @@ class WebhookService:
         job_id = await store.job_for_token(self._db, provider, token)
         if job_id is None:
             return Received(provider, Outcome.UNKNOWN)
+        seen = (job_id, hashlib.sha256(body).hexdigest())
+        if seen in self._seen:
+            return Received(provider, Outcome.DUPLICATE, job_id)
+        self._seen[seen] = None
+        while len(self._seen) > 10_000:
+            self._seen.popitem(last=False)
         # a replayed or repeated callback brings a job's check forward at most once per min_gap
         # (pokes of one job are spaced by at least min_gap; one already ahead stands)
         last = self._poked.pop(job_id, None)

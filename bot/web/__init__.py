@@ -13,4 +13,6 @@ from bot.web.server import RouteRegistrar
 def extra_routes() -> list[RouteRegistrar]:
     """Route registrars beyond /healthz and /metrics, each called once with the aiohttp
     application and the bot (`server.build_app`). The webhook routes go here."""
-    return []
+    from bot.web import webhooks  # imports the server's types: loaded once the package is
+
+    return [webhooks.register]
