@@ -137,6 +137,8 @@ async def test_metrics_parse_and_move_after_a_generate(
 
     clip = make_clip(tmp_path / "mira.mp4", seconds=3.0, size=(160, 120), fps=12, blur=()).read_bytes()
     await create_character(sandbox, world, "Mira", clip)
+    # Discord answers one channel post 429: discord.py waits it out, retries and logs it
+    sandbox.fail_next("POST", r"/channels/\d+/messages$", 429, retry_after=0.05)
     handle = await sandbox.invoke(world.guild, world.channel, world.member, "generate", prompt="@Mira waves", seconds=4)
     await handle.wait_final_message(timeout=10)
     await wait_result(sandbox, world, 1)
@@ -151,6 +153,7 @@ async def test_metrics_parse_and_move_after_a_generate(
     assert ("castbot_money_micro_usd_total", (("kind", "release"),)) in after  # local is free: zero amounts
     assert after[("castbot_tracking_last_pass_timestamp_seconds", ())] > 0
     assert after[("castbot_encodes_waiting", ())] == 0
+    assert after[("castbot_discord_rate_limited_total", (("outcome", "retried"),))] == 1
     # no member, guild or job id is ever a label
     labels = {name for (_, pairs) in after for name, _ in pairs}
     assert labels <= {"provider", "state", "outcome", "kind", "le"}
