@@ -36,6 +36,7 @@ class SeedJob:
     result_path: str | None = None
     result_size: int | None = None
     next_poll_at: float | None = None  # default: created_at (due at once)
+    callback_token: str | None = None  # the provider was given /hooks/<provider>/<token> (webhooks on)
 
 
 async def open_db(data_dir: Path) -> Database:
@@ -90,7 +91,7 @@ async def _seed_one(conn, job: SeedJob) -> int:
         return job_id
     ref = await store.start_attempt(conn, job_id, job.provider, now)
     # the store allows only the bot's own moves: held -> submitting -> ... as a real job goes
-    await store.transition(conn, job_id, (JobState.HELD,), JobState.SUBMITTING, now)
+    await store.transition(conn, job_id, (JobState.HELD,), JobState.SUBMITTING, now, callback_token=job.callback_token)
     if job.state == "submitting":
         return job_id
     if job.state == "ambiguous":

@@ -92,10 +92,14 @@ class BenchKlingSim(KlingSim):
         super().__init__(api_key=KLING_KEY, **kwargs)
         self.durations: dict[str, float] = {}
         self.counts: Counter[str] = Counter()  # "status", "download", "create", "other"
+        self.reads: dict[str, list[float]] = {}  # task id -> when a status request asked about it
 
     async def _record(self, request: web.Request) -> Any:
         if request.method == "GET" and request.path == "/tasks":
             kind = "status"
+            now = time.monotonic()
+            for task_id in request.query.get("task_ids", "").split(","):
+                self.reads.setdefault(task_id, []).append(now)
         elif request.path.startswith("/cdn/"):
             kind = "download"
         elif request.method == "POST" and request.path.startswith("/omni-video/"):
@@ -155,11 +159,13 @@ class BenchGeminiSim(GeminiSim):
         super().__init__(api_key=GEMINI_KEY, **kwargs)
         self.durations: dict[str, float] = {}
         self.counts: Counter[str] = Counter()
+        self.reads: dict[str, list[float]] = {}  # interaction id -> when its status was read
 
     async def _record(self, request: web.Request) -> Any:
         method, path = request.method, request.path
         if method == "GET" and path.startswith(f"{GEMINI_API}/interactions/"):
             kind = "status"
+            self.reads.setdefault(path.rsplit("/", 1)[-1], []).append(time.monotonic())
         elif path.endswith(":download") or path.startswith("/cdn/"):
             kind = "download"
         elif method == "GET" and path.startswith(f"{GEMINI_API}/files/"):
@@ -226,11 +232,14 @@ class BenchFalSim(FalSim):
         self.durations: dict[str, float] = {}
         self.counts: Counter[str] = Counter()
         self._ends: list[tuple[float, str]] = []  # (ends at, request id), a heap
+        self.reads: dict[str, list[float]] = {}  # request id -> when its status was read
 
     async def _record(self, host: str, request: web.Request) -> Any:
         method, path = request.method, request.path
         if host == "queue" and method == "GET":
             kind = "status" if path.endswith("/status") else "result"
+            if kind == "status":
+                self.reads.setdefault(path.split("/")[-2], []).append(time.monotonic())
         elif host == "queue" and method == "POST":
             kind = "submit"
         elif host == "queue" and method == "PUT":

@@ -25,13 +25,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import functools
 import json
 import random
 import re
 import secrets
+import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -73,6 +76,8 @@ _SUCCEEDED = re.compile(r"^(\S+ \S+) \| INFO +\| bot\.services\.tracking \| job 
 PROVIDERS = ("openai", "kling", "gemini", "fal")
 # One status request per job and look: no batch or list endpoint (and no poll hint) to share it.
 PER_JOB = frozenset({"gemini", "fal"})
+# The providers that call back (--webhooks)
+CALLBACKS = frozenset({"kling", "gemini", "fal"})
 # Jobs per provider when --jobs is not given with --providers. A per-job provider's job costs the
 # bot over twice the CPU of an openai or kling one: 2,000 of them take about what 5,000 of those
 # do (under half a core at 2x), and the run stays well within its 5 minutes.
@@ -105,6 +110,9 @@ class Config:
     guilds: int = 100
     naive: bool = True
     seed: int = 8
+    # PUBLIC_URL and HTTP_PORT set: the kling, gemini and fal simulators call the bot back when a
+    # job ends, and the bot polls those jobs at POLL_MAX only (a safety pace)
+    webhooks: bool = False
 
 
 QUICK = Config(
@@ -136,6 +144,8 @@ class Side:
     job_minutes: float = 0.0
     lag: Summary = field(default_factory=lambda: Summary.of([]))
     detect: Summary = field(default_factory=lambda: Summary.of([]))
+    # webhooks: status reads of each job from its callback on (None: no callback in this run)
+    after_callback: Summary | None = None
 
     @property
     def per_job(self) -> float:
@@ -180,6 +190,7 @@ class Sims:
         self.gemini = BenchGeminiSim() if "gemini" in used else None
         self.fal = BenchFalSim() if "fal" in used else None
         self.started: list[BenchOpenAISim | BenchKlingSim | BenchGeminiSim | BenchFalSim] = []
+        self._read_keys: dict[str, tuple[BenchKlingSim | BenchGeminiSim | BenchFalSim, str]] = {}
 
     async def start(self) -> None:
         for sim in (self.openai, self.kling, self.gemini, self.fal):
@@ -240,6 +251,44 @@ class Sims:
                 assert ref is not None
                 self.fal.start_clock(ref.request_id, started)
             out.append((external_id, started + job.duration))
+        return out
+
+    def call_back(
+        self, jobs: list[PlannedJob], ends: list[tuple[str, float]], tokens: list[str | None], public_url: str
+    ) -> dict[str, float]:
+        """Have each simulator POST its callback for each job with a token when the job ends, as the
+        provider would; returns (sim job id -> when it was sent), filled in as they go."""
+        sent: dict[str, float] = {}
+        now = time.monotonic()
+        for job, (external_id, end), token in zip(jobs, ends, tokens, strict=True):
+            if token is None:
+                continue
+            url = f"{public_url}/hooks/{job.provider}/{token}"
+            build: Callable[[], tuple[bytes, Mapping[str, str]] | None]
+            if job.provider == "kling" and self.kling is not None:
+                sim: BenchKlingSim | BenchGeminiSim | BenchFalSim = self.kling
+                task, kling = self.kling.tasks[external_id], self.kling
+                build, key = functools.partial(kling._callback, task), external_id
+            elif job.provider == "gemini" and self.gemini is not None:
+                sim, gemini = self.gemini, self.gemini
+                build, key = functools.partial(gemini._callback, gemini.interactions[external_id]), external_id
+            elif job.provider == "fal" and self.fal is not None:
+                ref = QueueRef.decode(external_id, self.fal.queue_url)
+                assert ref is not None
+                sim, fal = self.fal, self.fal
+                build, key = functools.partial(fal.webhook_call, fal.jobs[ref.request_id]), ref.request_id
+            else:
+                continue
+            self._read_keys[external_id] = (sim, key)
+            sim.callbacks.later(end - now, url, _stamped(build, sent, external_id))
+        return sent
+
+    def reads_after(self, called: dict[str, float]) -> dict[str, int]:
+        """Status reads of each called-back job (by external id) from its callback on."""
+        out: dict[str, int] = {}
+        for external_id, at in called.items():
+            sim, key = self._read_keys[external_id]
+            out[external_id] = sum(1 for t in sim.reads.get(key, []) if t >= at)
         return out
 
     def status_requests(self) -> dict[str, int]:
@@ -320,6 +369,9 @@ async def castbot_phase(config: Config, jobs: list[PlannedJob], root: Path) -> t
             db = await open_db(data_dir)
             ends = sims.add(jobs)
             wall = time.time()
+            hooked = config.webhooks
+            tokens = [secrets.token_urlsafe(24) if hooked and job.provider in CALLBACKS else None for job in jobs]
+            port = free_port() if hooked else None
             seeded = [
                 SeedJob(
                     guild_id=seats[i % len(seats)][0].guild.id,  # type: ignore[union-attr]
@@ -331,6 +383,7 @@ async def castbot_phase(config: Config, jobs: list[PlannedJob], root: Path) -> t
                     estimate_micros=ESTIMATE_MICROS,
                     external_id=ends[i][0],
                     next_poll_at=wall,
+                    callback_token=tokens[i],
                 )
                 for i, job in enumerate(jobs)
             ]
@@ -346,6 +399,8 @@ async def castbot_phase(config: Config, jobs: list[PlannedJob], root: Path) -> t
                 POLL_MAX_SECONDS=f"{config.poll_max / s:g}",
                 **sims.env(),
             )
+            if port is not None:
+                env.update(HTTP_HOST="127.0.0.1", HTTP_PORT=str(port), PUBLIC_URL=f"http://127.0.0.1:{port}")
             sims.clear_counts()
             async with running_bot(env, root, sandbox) as bot:
                 # The loop starts at on_ready (discord.py waits for the guilds first). The renders
@@ -354,6 +409,7 @@ async def castbot_phase(config: Config, jobs: list[PlannedJob], root: Path) -> t
                 # is within its first half, so none finishes before the bot is tracking.
                 await bot.wait_log("connected as")
                 go = time.monotonic()
+                called = sims.call_back(jobs, ends, tokens, f"http://127.0.0.1:{port}") if port else {}
                 cpu0 = bot.stats().cpu_seconds
                 driver0 = self_cpu()
                 posted: dict[int, float] = {}
@@ -385,6 +441,7 @@ async def castbot_phase(config: Config, jobs: list[PlannedJob], root: Path) -> t
                 )
                 print(f"Castbot phase requests: {sims.describe()}", file=sys.stderr)
                 requests = sims.status_requests()
+                after = sims.reads_after(called)
             settled = _settled_times(bot.log_path)
     finally:
         await sims.close()
@@ -403,8 +460,27 @@ async def castbot_phase(config: Config, jobs: list[PlannedJob], root: Path) -> t
             if job_id in settled:
                 detects.append((settled[job_id] - end) * s)
         side.job_minutes, side.lag, side.detect = minutes, Summary.of(lags), Summary.of(detects)
+        reads = [after[external_id] for job, (external_id, _) in zip(jobs, ends, strict=True) if external_id in after]
+        if reads and provider in CALLBACKS:
+            side.after_callback = Summary.of([float(n) for n in reads])
         sides.append(side)
     return sides, cpu
+
+
+def _stamped(
+    build: Callable[[], tuple[bytes, Mapping[str, str]] | None], sent: dict[str, float], key: str
+) -> Callable[[], tuple[bytes, Mapping[str, str]] | None]:
+    def stamped() -> tuple[bytes, Mapping[str, str]] | None:
+        sent[key] = time.monotonic()
+        return build()
+
+    return stamped
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _settled_times(log: Path) -> dict[int, float]:
@@ -569,6 +645,11 @@ def _verdict_for_comparison(target: str, ok: bool) -> str:
     return f"{target}: for comparison"
 
 
+def _after(side: Side) -> str:
+    summary = side.after_callback
+    return "—" if summary is None else f"{fmt(summary.mean, 2)} / {summary.max:g}"
+
+
 def print_result(r: Result) -> None:
     c = r.config
     rows = []
@@ -590,6 +671,7 @@ def print_result(r: Result) -> None:
                     fmt(side.lag.p50),
                     fmt(side.lag.p99),
                     fmt(side.lag.max),
+                    *([_after(side)] if c.webhooks else []),
                 ]
             )
     notes = []
@@ -630,6 +712,17 @@ def print_result(r: Result) -> None:
         f"POLL_MIN/MAX {c.poll_min:g}/{c.poll_max:g} s; time-scaled {c.speed:g}x (naive {c.naive_speed:g}x); "
         "all times are real-time equivalent"
     )
+    if c.webhooks:
+        for provider in c.providers:
+            ours = r.side("castbot", provider)
+            if ours is None or ours.after_callback is None:
+                continue
+            notes.append(
+                f"{provider} with webhooks: lag p99 {fmt(ours.lag.p99)} s "
+                f"({_verdict('target < 1 s', ours.lag.p99 < 1)}); "
+                f"at most {ours.after_callback.max:g} status read(s) of a job after its callback "
+                f"({_verdict('target ≤ 1', ours.after_callback.max <= 1)})"
+            )
     notes.append(
         "detect = provider finished → video downloaded and job settled (Castbot: its log; naive: download done); "
         "lag = → posted in Discord (naive: → downloaded)"
@@ -647,6 +740,7 @@ def print_result(r: Result) -> None:
             "lag p50 s",
             "lag p99 s",
             "lag max s",
+            *(["status reads after the callback (mean / max)"] if c.webhooks else []),
         ],
         rows,
         notes,
@@ -665,6 +759,9 @@ def main(argv: list[str] | None = None) -> Result:
     parser.add_argument("--poll-min", type=float, default=None, help="POLL_MIN_SECONDS (real seconds)")
     parser.add_argument("--poll-max", type=float, default=None, help="POLL_MAX_SECONDS (real seconds)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive phase")
+    parser.add_argument(
+        "--webhooks", action="store_true", help="the kling, gemini and fal simulators call the bot back (PUBLIC_URL)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (bot log, database)")
     args = parser.parse_args(argv)
     config = QUICK if args.quick else Config()
@@ -689,6 +786,8 @@ def main(argv: list[str] | None = None) -> Result:
         changes["poll_max"] = args.poll_max
     if args.no_naive:
         changes["naive"] = False
+    if args.webhooks:
+        changes["webhooks"] = True
     config = replace(config, **changes)  # type: ignore[arg-type]
     result = asyncio.run(run(config, keep=args.keep))
     print_result(result)

@@ -29,6 +29,7 @@ BENCHES = {
             for p in ("openai", "kling", "gemini", "fal")
             for t in ("Castbot loop", "naive 5 s loop")
         ),
+        "status reads after the callback",  # run with --webhooks: the simulators call the bot back
     ],
     "admission": ["40 / 40", "60 / 60", "none (asserted)"],
     "delivery_memory": ["delivered 2/2"],
@@ -36,7 +37,8 @@ BENCHES = {
     "restart": ["accepting commands (first /jobs acknowledged)", "held jobs; all of them"],
     "encode": ["| 1   |", "acknowledged 10/10 while encoding", "fitted videos delivered 1/1"],
 }
-EXTRA_ARGS = {"ack_burst": ["--discord-pace"]}  # the heavier mode, so both paths stay runnable
+# the heavier mode, so both paths stay runnable
+EXTRA_ARGS = {"ack_burst": ["--discord-pace"], "tracking_scale": ["--webhooks"]}
 
 
 @pytest.mark.parametrize("name", sorted(BENCHES))
