@@ -6,7 +6,8 @@ passes the checks here only brings its job's next status check forward to now; t
 reads the job's state from the provider as usual. So a forged, replayed, late, duplicated or
 out-of-order callback can cost at most one status read, never change a job, money or a post.
 
-Checks, cheapest first: a per-source token bucket (429), the body size (413, refused by the route
+Checks, cheapest first: a per-source token bucket (429; a callback that wakes a job is given
+its token back), the body size (413, refused by the route
 before it is read whole), a known provider and token (404), and for fal its Ed25519 signature
 against fal's JWKS with a timestamp within 5 minutes (401). Kling's and Gemini's dynamic callbacks
 are trusted by their token alone (Gemini's RS256 JWT is not checked).
@@ -101,6 +102,11 @@ class TokenBucket:
         while len(self._buckets) > self._size:
             self._buckets.popitem(last=False)  # the longest idle source: it starts full again
         return allowed
+
+    def refund(self, source: str) -> None:
+        """Give back what a request took: a callback that woke a job is not held against its sender."""
+        tokens, at = self._buckets.get(source, (self._burst, self._clock()))
+        self._buckets[source] = (min(self._burst, tokens + 1.0), at)
 
 
 def _b64url(value: str) -> bytes:
@@ -222,6 +228,13 @@ class WebhookService:
     def admit(self, source: str) -> bool:
         """The per-source rate limit, checked before anything is read."""
         return self._limiter.allow(source)
+
+    def settle(self, source: str, received: Received) -> None:
+        """Only refused, duplicate and late callbacks count against the sender's rate: one behind
+        a reverse proxy (every provider's callbacks share its address) keeps its genuine wake-ups
+        however many jobs end at once, while a flood of guesses or replays is cut off."""
+        if received.outcome is Outcome.WOKEN:
+            self._limiter.refund(source)
 
     async def receive(self, provider: str, token: str, headers: Mapping[str, str], body: bytes) -> Received:
         if provider not in self._providers or not token or len(token) > 128:

@@ -52,11 +52,13 @@ async def receive(request: web.Request) -> web.Response:
     bot = request.app[BOT_KEY]
     service: WebhookService = bot.services.webhooks
     provider = request.match_info["provider"]
-    if not service.admit(request.remote or "unknown"):
+    source = request.remote or "unknown"
+    if not service.admit(source):
         return _answer(bot, provider, Outcome.RATE_LIMITED)
     body = await _body(request)
     if body is None:
         return _answer(bot, provider, Outcome.TOO_LARGE)
     headers = {k.lower(): v for k, v in request.headers.items()}
     received = await service.receive(provider, request.match_info["token"], headers, body)
+    service.settle(source, received)
     return _answer(bot, provider, received.outcome)

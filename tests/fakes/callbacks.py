@@ -34,6 +34,8 @@ class CallbackPoster:
     def __init__(self) -> None:
         self.sent: list[Sent] = []
         self.enabled = True  # False: the provider "forgets" to call back (a missed callback)
+        self.retries = 3  # sends of one callback at most, while the answer is none, a 429 or a 5xx
+        self.retry_after = 0.5  # seconds, times the attempt
         self._tasks: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
 
@@ -63,7 +65,13 @@ class CallbackPoster:
         if built is None or not self.enabled:
             return
         body, headers = built
-        await self.post(url, body, headers)
+        # as fal does (up to 10 retries over 2 h), try again when the bot did not take it; faster
+        for attempt in range(1, self.retries + 1):
+            status = await self.post(url, body, headers)
+            if status is not None and status < 500 and status != 429:
+                return
+            if attempt < self.retries:
+                await asyncio.sleep(self.retry_after * attempt)
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> int | None:
         if self._client is None:

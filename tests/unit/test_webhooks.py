@@ -67,6 +67,8 @@ def test_token_bucket_allows_the_burst_then_the_rate() -> None:
     assert bucket.allow("b")  # another source has its own bucket
     now[0] += 1.0
     assert sum(bucket.allow("a") for _ in range(1000)) == 20
+    bucket.refund("a")  # a request that woke a job is given its token back
+    assert bucket.allow("a") and not bucket.allow("a")
 
 
 async def _job(db: Database, provider: str, token: str, state: str = "running", next_poll_at: float = 1000.0) -> int:
