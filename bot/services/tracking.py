@@ -326,6 +326,7 @@ class Tracker:
                 new_state=state if job.state in RENDERING else job.state,
                 progress=snapshot.progress,
                 next_poll_at=now + interval,
+                seen_next_poll_at=job.next_poll_at,
             )
         )
 

@@ -269,7 +269,7 @@ class WebhookService:
         self._poked[job_id] = at
         while len(self._poked) > 10_000:
             self._poked.popitem(last=False)
-        if not await store.poke(self._db, job_id, at):
+        if not await store.poke(self._db, job_id, at, now):
             return Received(provider, Outcome.LATE, job_id)
         self._wake()
         return Received(provider, Outcome.WOKEN, job_id)

@@ -15,13 +15,16 @@ async def job_for_token(db: Database, provider: str, token: str) -> int | None:
     return None if row is None else int(row["id"])
 
 
-async def poke(db: Database, job_id: int, at: float) -> bool:
-    """Look at the job no later than `at`, if it is still polled; False when it is not (a late
-    callback). updated_at is left alone: nothing about the job changed."""
+async def poke(db: Database, job_id: int, at: float, now: float) -> bool:
+    """Look at the job no later than `at` (>= now), if it is still polled; False when it is not (a late
+    callback). updated_at is left alone: nothing about the job changed.
+
+    A job already due is given `at` too: the tracker may be reading it right now, from before the
+    render ended, and it keeps a next_poll_at that moved meanwhile (`record_progress`)."""
     states = ordered(POLLED)
     changed = await db.execute(
-        "UPDATE jobs SET next_poll_at = MIN(COALESCE(next_poll_at, ?), ?)"
+        "UPDATE jobs SET next_poll_at = CASE WHEN next_poll_at > ? AND next_poll_at < ? THEN next_poll_at ELSE ? END"
         f" WHERE id = ? AND state IN ({','.join('?' for _ in states)})",
-        (at, at, job_id, *states),
+        (now, at, at, job_id, *states),
     )
     return changed == 1

@@ -207,6 +207,9 @@ class Progress:
     new_state: JobState  # the same state when only the progress moved
     progress: int | None
     next_poll_at: float
+    # the job's next_poll_at as read before the status request: when it moved meanwhile (a
+    # callback brought the next look forward), the sooner of the two stands
+    seen_next_poll_at: float | None = None
 
 
 async def record_progress(conn: aiosqlite.Connection, rows: Sequence[Progress], now: float) -> None:
@@ -215,9 +218,24 @@ async def record_progress(conn: aiosqlite.Connection, rows: Sequence[Progress], 
         if row.new_state != row.state:
             check_moves((row.state,), row.new_state)
     await conn.executemany(
-        "UPDATE jobs SET state = ?, progress = ?, poll_failures = 0, next_poll_at = ?, updated_at = ?,"
-        " version = version + (state != ?) WHERE id = ? AND state = ?",
-        [(r.new_state, r.progress, r.next_poll_at, now, r.new_state, r.job_id, r.state) for r in rows],
+        "UPDATE jobs SET state = ?, progress = ?, poll_failures = 0,"
+        " next_poll_at = CASE WHEN ? IS NOT NULL AND next_poll_at IS NOT ? THEN MIN(next_poll_at, ?) ELSE ? END,"
+        " updated_at = ?, version = version + (state != ?) WHERE id = ? AND state = ?",
+        [
+            (
+                r.new_state,
+                r.progress,
+                r.seen_next_poll_at,
+                r.seen_next_poll_at,
+                r.next_poll_at,
+                r.next_poll_at,
+                now,
+                r.new_state,
+                r.job_id,
+                r.state,
+            )
+            for r in rows
+        ],
     )
 
 

@@ -4,6 +4,7 @@ callback that only moves its own job's next check, at most once per gap however 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -155,3 +156,22 @@ async def test_fal_callbacks_are_checked_against_the_cached_jwks(db: Database) -
         await service.receive("fal", "tok", VECTOR_HEADERS, VECTOR_BODY)
         assert len(fetches) == 2  # refreshed after a day
         assert job
+
+
+async def test_a_callback_during_a_status_read_is_not_lost(db: Database) -> None:
+    """The tracker read the job (still running) just before the callback: its write of the next
+    look (POLL_MAX away) keeps the callback's sooner one."""
+    from bot.domain.job_state import JobState
+    from bot.store import jobs as jobs_store
+
+    service = WebhookService(db, lambda: None, clock=lambda: 100.0)
+    job = await _job(db, "kling", "tok", next_poll_at=99.0)  # due: the tracker is reading it
+    assert (await service.receive("kling", "tok", {}, b"{}")).outcome == Outcome.WOKEN
+    row = jobs_store.Progress(job, JobState.RUNNING, JobState.RUNNING, None, 130.0, seen_next_poll_at=99.0)
+    async with db.transaction() as conn:
+        await jobs_store.record_progress(conn, [row], 100.5)
+    assert await _next_poll(db, job) == 100.0
+    # without a callback in between, the tracker's next look stands
+    async with db.transaction() as conn:
+        await jobs_store.record_progress(conn, [replace(row, seen_next_poll_at=100.0)], 101.0)
+    assert await _next_poll(db, job) == 130.0
