@@ -19,6 +19,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,22 +56,31 @@ async def wait_for_video(
         await asyncio.sleep(cfg["interval"])
     seen_at = time.monotonic()
     url = f"{base}/videos/{job['id']}/content" if provider == "openai" else entry["outputs"][0]["url"]
-    path = folder / f"{job['id']}.mp4"
-    async with client.get(url, headers=headers if provider == "openai" else None) as response:
-        with path.open("wb") as out:
-            async for chunk in response.content.iter_chunked(64 * 1024):
-                out.write(chunk)
+    await save(client, url, headers if provider == "openai" else None, folder / f"{job['id']}.mp4")
     return {"id": job["id"], "requests": requests, "seen_at": seen_at, "done_at": time.monotonic()}
 
 
-async def run(cfg: dict[str, Any]) -> dict[str, Any]:
+async def save(client: aiohttp.ClientSession, url: str, headers: dict[str, str] | None, path: Path) -> None:
+    """Download `url` to `path` in chunks, as the article's client does."""
+    async with client.get(url, headers=headers) as response:
+        with path.open("wb") as out:
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                out.write(chunk)
+
+
+Waiter = Callable[[aiohttp.ClientSession, dict[str, Any], dict[str, Any], Path], Awaitable[dict[str, Any]]]
+
+
+async def run(cfg: dict[str, Any], waiter: Waiter = wait_for_video) -> dict[str, Any]:
+    """Every job's loop at once; `waiter` is one job's loop (bench.tracking_scale brings its own
+    for the providers without a batch)."""
     started = time.monotonic()
     cpu = time.process_time()
     connector = aiohttp.TCPConnector(limit=cfg.get("connections", 100))
     timeout = aiohttp.ClientTimeout(total=120)
     with tempfile.TemporaryDirectory(prefix="castbot-bench-naive-") as tmp:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
-            results = await asyncio.gather(*(wait_for_video(client, j, cfg, Path(tmp)) for j in cfg["jobs"]))
+            results = await asyncio.gather(*(waiter(client, j, cfg, Path(tmp)) for j in cfg["jobs"]))
     return {"started": started, "cpu_seconds": time.process_time() - cpu, "jobs": results}
 
 

@@ -32,7 +32,6 @@ import re
 import secrets
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -597,24 +596,8 @@ async def naive_wait(
         async with client.get(job["response_url"], headers=headers) as response:
             video_url = (await response.json())["video"]["url"]
         download_headers = None  # fal's CDN URLs are public
-    path = folder / f"{requests}-{secrets.token_hex(8)}.mp4"
-    async with client.get(video_url, headers=download_headers) as response:
-        with path.open("wb") as out:
-            async for chunk in response.content.iter_chunked(64 * 1024):
-                out.write(chunk)
+    await naive_client.save(client, video_url, download_headers, folder / f"{requests}-{secrets.token_hex(8)}.mp4")
     return {"id": job["id"], "requests": requests, "seen_at": seen_at, "done_at": time.monotonic()}
-
-
-async def naive_run(cfg: dict[str, Any]) -> dict[str, Any]:
-    """bench.naive_client's `run`, with `naive_wait` (a process of its own, like it)."""
-    started = time.monotonic()
-    cpu = time.process_time()
-    connector = aiohttp.TCPConnector(limit=cfg.get("connections", 100))
-    timeout = aiohttp.ClientTimeout(total=120)
-    with tempfile.TemporaryDirectory(prefix="castbot-bench-naive-") as tmp:
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
-            results = await asyncio.gather(*(naive_wait(client, j, cfg, Path(tmp)) for j in cfg["jobs"]))
-    return {"started": started, "cpu_seconds": time.process_time() - cpu, "jobs": results}
 
 
 async def run(config: Config, *, keep: bool = False, budget: float = 290.0) -> Result:
@@ -798,7 +781,7 @@ def naive_main() -> None:
     """`python -m bench.tracking_scale --naive-client`: the naive client for runs with gemini or fal
     (configuration as JSON on stdin, results as JSON on stdout, as bench.naive_client)."""
     cfg = json.loads(sys.stdin.read())
-    sys.stdout.write(json.dumps(asyncio.run(naive_run(cfg))))
+    sys.stdout.write(json.dumps(asyncio.run(naive_client.run(cfg, naive_wait))))
 
 
 if __name__ == "__main__":
