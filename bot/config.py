@@ -7,7 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 KNOWN_PROVIDERS = ("openai", "relay", "kling", "gemini", "fal", "local")
@@ -83,6 +83,18 @@ class Settings(BaseSettings):
     http_port: int | None = Field(default=None, ge=0, le=65535)
     public_url: str | None = None
 
+    # Trust around shared characters: who may take a character down everywhere (Discord user ids,
+    # comma-separated), and how many distinct reporters hide a public card pending review.
+    operator_user_ids: Annotated[frozenset[int], NoDecode] = frozenset()
+    report_threshold: int = Field(default=3, ge=1, le=1000)
+
+    # Past one process: PostgreSQL as the shared store (unset: the SQLite file in DATA_DIR), and
+    # which Discord shards this process runs (unset: discord.py asks Discord for the count and
+    # runs them all). SHARD_IDS is a list and ranges, e.g. "0-3" or "0,2,5-7".
+    database_url: SecretStr | None = None
+    shard_count: int | None = Field(default=None, ge=1, le=100_000)
+    shard_ids: Annotated[tuple[int, ...], NoDecode] = ()
+
     @field_validator("*", mode="after")
     @classmethod
     def _clean_secret(cls, value: object, info: ValidationInfo) -> object:
@@ -125,6 +137,41 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @field_validator("operator_user_ids", mode="before")
+    @classmethod
+    def _split_operator_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split(",") if p.strip()]
+            bad = [p for p in parts if not p.isdigit()]
+            if bad:
+                raise ValueError("OPERATOR_USER_IDS must be Discord user ids (digits) separated by commas")
+            return frozenset(int(p) for p in parts)
+        return value
+
+    @field_validator("shard_ids", mode="before")
+    @classmethod
+    def _split_shard_ids(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        ids: list[int] = []
+        for part in (p.strip() for p in value.split(",") if p.strip()):
+            low, dash, high = part.partition("-")
+            if not low.strip().isdigit() or (dash and not high.strip().isdigit()):
+                raise ValueError(f"SHARD_IDS: {part!r} is not a shard id or a range such as 0-3")
+            first, last = int(low), int(high) if dash else int(low)
+            if last < first or last - first > 100_000:
+                raise ValueError(f"SHARD_IDS: the range {part!r} is empty or too long")
+            ids.extend(range(first, last + 1))
+        return tuple(sorted(set(ids)))
+
+    @model_validator(mode="after")
+    def _shards_fit(self) -> Settings:
+        if self.shard_ids and self.shard_count is None:
+            raise ValueError("SHARD_IDS needs SHARD_COUNT: every process must agree on how many shards there are")
+        if self.shard_count is not None and any(i >= self.shard_count for i in self.shard_ids):
+            raise ValueError(f"SHARD_IDS: every id must be below SHARD_COUNT ({self.shard_count})")
+        return self
 
     @field_validator("public_url")
     @classmethod
