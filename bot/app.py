@@ -41,7 +41,7 @@ from bot.services.metrics import Metrics
 from bot.services.server_settings import SettingsService
 from bot.services.storage import StorageService
 from bot.services.tracking import Tracker
-from bot.services.webhooks import FalKeys, WebhookService
+from bot.services.webhooks import WebhookService, fal_key_set, gemini_key_set
 from bot.ui.replies import fit_content, locale_of, reply
 from bot.ui.translator import CastbotTranslator
 
@@ -145,7 +145,10 @@ def build_services(
         webhooks=WebhookService(
             db,
             wakeup.set,
-            fal_keys=FalKeys(http_client, f"{settings.fal_rest_url}/.well-known/jwks.json"),
+            fal_keys=fal_key_set(http_client, f"{settings.fal_rest_url}/.well-known/jwks.json"),
+            gemini_keys=gemini_key_set(http_client, settings.gemini_jwks_url),
+            public_url=settings.public_url,
+            gemini_issuer=settings.gemini_webhook_issuer,
             min_gap=settings.poll_min_seconds,
         ),
         loop_wakeup=wakeup,

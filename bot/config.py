@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     gemini_base_url: str = "https://generativelanguage.googleapis.com"
     gemini_model: str = "gemini-omni-1.1-flash"
     gemini_pro_model: str | None = None  # quality:pro; unset = the same model at 1080p
+    # Its per-request webhooks carry an RS256 JWT: the keys' address (unset: GEMINI_BASE_URL's
+    # /.well-known/jwks.json) and, if set, the issuer the JWT must name (not yet confirmed live).
+    gemini_webhook_jwks_url: str | None = None
+    gemini_webhook_issuer: str | None = None
     # fal.ai's queue: one adapter, the model chosen from the adapter's table (bot/providers/fal_models.py).
     fal_key: SecretStr | None = None
     fal_queue_url: str = "https://queue.fal.run"
@@ -194,6 +198,10 @@ class Settings(BaseSettings):
         if self.fal_key:
             keyed.append("fal")
         return tuple(keyed) or ("local",)
+
+    @property
+    def gemini_jwks_url(self) -> str:
+        return self.gemini_webhook_jwks_url or f"{self.gemini_base_url}/.well-known/jwks.json"
 
     @property
     def database_path(self) -> Path:

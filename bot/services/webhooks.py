@@ -7,14 +7,20 @@ reads the job's state from the provider as usual. So a forged, replayed, late, d
 out-of-order callback can cost at most one status read, never change a job, money or a post.
 
 Checks, cheapest first: a per-source token bucket (429; a callback that wakes a job is given
-its token back), the body size (413, refused by the route
-before it is read whole), a known provider and token (404), and for fal its Ed25519 signature
-against fal's JWKS with a timestamp within 5 minutes (401). Kling's and Gemini's dynamic callbacks
-are trusted by their token alone (Gemini's RS256 JWT is not checked).
+its token back), the body size (413, refused by the route before it is read whole), the
+provider's signature where it signs (401), and a known token (404):
+- fal: Ed25519 over its request id, user id, timestamp and the body's SHA-256, by a key of fal's
+  JWKS, the timestamp within 5 minutes;
+- Gemini (a per-request `webhook_config`): an RS256 JWT in `webhook-signature` by the key its `kid`
+  names in Google's JWKS, unexpired, its audience the very URL the job was given (so a token
+  signed for one job's URL wakes no other) and, when GEMINI_WEBHOOK_ISSUER is set, that issuer;
+- Kling: the token alone (it does not sign per-request callbacks).
+Keys that cannot be fetched answer 503, so the provider retries later.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import enum
@@ -25,9 +31,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
+import jwt
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -37,7 +44,7 @@ from bot.store import callbacks as store
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
-SIGNATURE_TOLERANCE = 300.0  # seconds between fal's timestamp and now
+SIGNATURE_TOLERANCE = 300.0  # seconds between fal's timestamp and now; a JWT's clock leeway
 JWKS_TTL = 24 * 3600.0
 JWKS_RETRY = 60.0  # after a failed fetch, how long before the next try
 HOOK_PATH = "/hooks"
@@ -58,8 +65,8 @@ class Outcome(enum.StrEnum):
     LATE = "late"  # a known token whose job is no longer polled: nothing to do
     DUPLICATE = "duplicate"  # the same body for the same job again (a retry or a replay)
     UNKNOWN = "unknown"  # no job holds this token
-    FORGED = "forged"  # a fal signature missing, wrong or out of its time window
-    UNVERIFIABLE = "unverifiable"  # fal's keys could not be fetched: fal retries later
+    FORGED = "forged"  # a signature missing, wrong or out of its time window
+    UNVERIFIABLE = "unverifiable"  # the provider's keys could not be fetched: it retries later
     TOO_LARGE = "too_large"
     RATE_LIMITED = "rate_limited"
 
@@ -158,36 +165,123 @@ def verify_fal(headers: Mapping[str, str], body: bytes, keys: list[Ed25519Public
     return False
 
 
-class FalKeys:
-    """fal's webhook keys from its JWKS, cached for at most JWKS_TTL."""
+def rs256_keys(jwks: Any) -> dict[str, jwt.PyJWK]:
+    """The RSA signing keys of a JWKS document by `kid`; keys for other uses or algorithms, and
+    entries PyJWT cannot read, are left out."""
+    keys: dict[str, jwt.PyJWK] = {}
+    entries = jwks.get("keys") if isinstance(jwks, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict) or entry.get("kty") != "RSA" or not isinstance(entry.get("kid"), str):
+            continue
+        if entry.get("use", "sig") != "sig" or entry.get("alg", "RS256") != "RS256":
+            continue
+        try:
+            keys[entry["kid"]] = jwt.PyJWK(entry, algorithm="RS256")
+        except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
+            continue
+    return keys
 
-    def __init__(self, http: httpx.AsyncClient, jwks_url: str, *, clock: Callable[[], float] = time.time) -> None:
+
+def verify_gemini(headers: Mapping[str, str], keys: Mapping[str, jwt.PyJWK], audience: str, issuer: str | None) -> bool:
+    """Gemini's per-request webhook signature: an RS256 JWT in `webhook-signature` (lower-case
+    keys in `headers`), by the key its `kid` names, unexpired, its `aud` equal to `audience`."""
+    token = _bearer(headers.get("webhook-signature", ""))
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+        key = keys.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            return False
+        jwt.decode(
+            token,
+            key,
+            algorithms=["RS256"],  # never the token's own choice: no "none", no HS256 with the public key
+            audience=audience,
+            issuer=issuer,
+            leeway=SIGNATURE_TOLERANCE,
+            options={"require": ["exp", "aud"]},
+        )
+    except jwt.PyJWTError:
+        return False
+    return True
+
+
+def _bearer(value: str) -> str:
+    value = value.strip()
+    return value[7:].strip() if value[:7].lower() == "bearer " else value
+
+
+def gemini_kid(headers: Mapping[str, str]) -> str | None:
+    """The `kid` a Gemini callback's JWT names, unverified: whether our cached keys know it."""
+    try:
+        kid = jwt.get_unverified_header(_bearer(headers.get("webhook-signature", ""))).get("kid")
+    except jwt.PyJWTError:
+        return None
+    return kid if isinstance(kid, str) else None
+
+
+KeysT = TypeVar("KeysT")
+
+
+class RemoteKeys(Generic[KeysT]):
+    """A provider's published webhook keys (a JWKS document), cached for at most JWKS_TTL and
+    fetched again sooner when asked (a key rotated in), at most once per JWKS_RETRY."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        jwks_url: str,
+        parse: Callable[[Any], KeysT],
+        *,
+        provider: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._http = http
         self._url = jwks_url
+        self._parse = parse
+        self._provider = provider
         self._clock = clock
-        self._keys: list[Ed25519PublicKey] = []
+        self._keys: KeysT | None = None
         self._fetched_at: float | None = None
-        self._failed_at: float | None = None
+        self._tried_at: float | None = None
+        self._lock = asyncio.Lock()
 
-    async def keys(self) -> list[Ed25519PublicKey] | None:
-        now = self._clock()
-        if self._fetched_at is not None and now - self._fetched_at < JWKS_TTL:
-            return self._keys
-        if self._failed_at is not None and now - self._failed_at < JWKS_RETRY:
-            return None
-        try:
-            response = await self._http.get(self._url, timeout=10.0)
-            response.raise_for_status()
-            keys = ed25519_keys(response.json())
-        except (httpx.HTTPError, ValueError) as exc:
-            log.warning("fal's webhook keys could not be fetched: %s", type(exc).__name__)
-            self._failed_at = now
-            return None
-        if not keys:
-            self._failed_at = now
-            return None
-        self._keys, self._fetched_at, self._failed_at = keys, now, None
-        return keys
+    async def keys(self, *, refresh: bool = False) -> KeysT | None:
+        """The keys; None when they have never been fetched and cannot be now. `refresh` asks for
+        a new copy (a signature names a key we do not have), given only if the last try is old.
+        Callers arriving during a fetch wait for it rather than fetch again or give up."""
+        asked_at = self._clock()
+        async with self._lock:
+            now = self._clock()
+            fresh = self._fetched_at is not None and now - self._fetched_at < JWKS_TTL
+            if fresh and not (refresh and (self._tried_at is None or self._tried_at < asked_at)):
+                return self._keys
+            if self._tried_at is not None and now - self._tried_at < JWKS_RETRY:
+                return self._keys if fresh else None
+            self._tried_at = now
+            try:
+                response = await self._http.get(self._url, timeout=10.0)
+                response.raise_for_status()
+                keys = self._parse(response.json())
+            except (httpx.HTTPError, ValueError) as exc:
+                log.warning("%s's webhook keys could not be fetched: %s", self._provider, type(exc).__name__)
+                return self._keys if fresh else None
+            if not keys:
+                log.warning("%s's webhook key set has no key we can use", self._provider)
+                return self._keys if fresh else None
+            self._keys, self._fetched_at = keys, now
+            return keys
+
+
+def fal_key_set(http: httpx.AsyncClient, jwks_url: str, *, clock: Callable[[], float] = time.time) -> FalKeys:
+    return RemoteKeys(http, jwks_url, ed25519_keys, provider="fal", clock=clock)
+
+
+def gemini_key_set(http: httpx.AsyncClient, jwks_url: str, *, clock: Callable[[], float] = time.time) -> GeminiKeys:
+    return RemoteKeys(http, jwks_url, rs256_keys, provider="gemini", clock=clock)
+
+
+FalKeys = RemoteKeys[list[Ed25519PublicKey]]
+GeminiKeys = RemoteKeys[dict[str, jwt.PyJWK]]
 
 
 @dataclass(frozen=True)
@@ -210,6 +304,9 @@ class WebhookService:
         wake: Callable[[], None],
         *,
         fal_keys: FalKeys | None = None,
+        gemini_keys: GeminiKeys | None = None,
+        public_url: str | None = None,
+        gemini_issuer: str | None = None,
         providers: frozenset[str] = CALLBACK_PROVIDERS,
         min_gap: float = 2.0,
         limiter: TokenBucket | None = None,
@@ -218,6 +315,9 @@ class WebhookService:
         self._db = db
         self._wake = wake
         self._fal_keys = fal_keys
+        self._gemini_keys = gemini_keys
+        self._public_url = public_url  # Gemini's JWT is signed for the exact URL we gave it
+        self._gemini_issuer = gemini_issuer
         self._providers = providers
         self._min_gap = min_gap  # the least time between two pokes of one job
         self._limiter = limiter or TokenBucket()
@@ -248,6 +348,10 @@ class WebhookService:
                 return Received(provider, Outcome.UNVERIFIABLE)
             if not verify_fal(headers, body, keys, now):
                 return Received(provider, Outcome.FORGED)
+        elif provider == "gemini":
+            verdict = await self._check_gemini(token, headers)
+            if verdict is not None:
+                return Received(provider, verdict)
         job_id = await store.job_for_token(self._db, provider, token)
         if job_id is None:
             return Received(provider, Outcome.UNKNOWN)
@@ -273,3 +377,20 @@ class WebhookService:
             return Received(provider, Outcome.LATE, job_id)
         self._wake()
         return Received(provider, Outcome.WOKEN, job_id)
+
+    async def _check_gemini(self, token: str, headers: Mapping[str, str]) -> Outcome | None:
+        """None when the JWT holds; else FORGED, or UNVERIFIABLE when Google's keys are out of reach."""
+        if self._gemini_keys is None or self._public_url is None:
+            return Outcome.UNVERIFIABLE
+        kid = gemini_kid(headers)
+        if kid is None:
+            return Outcome.FORGED
+        keys = await self._gemini_keys.keys()
+        if keys is not None and kid not in keys:
+            keys = await self._gemini_keys.keys(refresh=True)  # rotated since we fetched them?
+        if keys is None:
+            return Outcome.UNVERIFIABLE
+        audience = callback_url(self._public_url, "gemini", token)
+        if not verify_gemini(headers, keys, audience, self._gemini_issuer):
+            return Outcome.FORGED
+        return None

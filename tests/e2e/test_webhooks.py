@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bot.app import Castbot
@@ -38,6 +39,7 @@ from tests.e2e.test_generate_providers import (
     wait_result,
 )
 from tests.fakes.fal_sim import FalSim
+from tests.fakes.gemini_sim import GeminiSim
 
 pytestmark = pytest.mark.e2e
 
@@ -248,3 +250,53 @@ async def test_a_flood_from_one_source_is_refused_and_commands_still_answer(
     assert set(statuses) <= {401, 429}  # unsigned guesses at fal's route: refused before any lookup
     assert await snapshot(bot) == before
     assert await counted(bot, "rate_limited") == statuses.count(429)
+
+
+@pytest.fixture
+async def gemini() -> AsyncIterator[Sim]:
+    started = await STARTERS["gemini"]()
+    yield started
+    await started.close()
+
+
+async def test_a_gemini_jwt_wakes_only_the_job_whose_url_it_was_signed_for(
+    sandbox: DiscordSandbox, world: World, harness: BotHarness, monkeypatch, gemini: Sim, clip_bytes: bytes
+) -> None:
+    bot = await start_hooked(harness, gemini, monkeypatch)
+    server: GeminiSim = gemini.server
+    server.script_outcome("stuck", "stuck")
+    await set_budget(sandbox, world)
+    subject = await cast(sandbox, world, gemini, clip_bytes)
+    await generate(sandbox, world, f"{subject} walks at dawn")
+    queued = await run(sandbox, world, world.member, "generate", prompt=f"{subject} walks at dusk")
+    assert "Job #2 is queued" in queued.content
+    for job in (1, 2):
+        await wait_job(bot, job, lambda r: r["state"] in ("queued", "running"))
+    await settled(bot, gemini)
+    rows = await bot.db.fetchall("SELECT callback_token FROM jobs ORDER BY id")
+    base = bot.settings.public_url
+    first, second = (f"{base}/hooks/gemini/{r['callback_token']}" for r in rows)
+    body = json.dumps({"type": "interaction.completed", "version": "v1", "data": {"id": "x"}}).encode()
+    reads = status_reads(gemini)
+    before, reads_before = await snapshot(bot), reads()
+    forger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    async with httpx.AsyncClient(timeout=10) as http:
+        # the first job's genuine JWT sent to the second job's URL; a forged key under Google's kid;
+        # a stale JWT; none at all: each refused before any job is looked up
+        for url, headers in (
+            (second, server.webhook_headers(first)),
+            (first, server.webhook_headers(first, key=forger)),
+            (first, server.webhook_headers(first, at=time.time() - 1200)),
+            (first, {}),
+        ):
+            assert (await http.post(url, content=body, headers=headers)).status_code == 401
+    await asyncio.sleep(0.3)
+    assert reads() == reads_before and await snapshot(bot) == before
+    async with httpx.AsyncClient(timeout=10) as http:
+        assert (await http.post(first, content=body, headers=server.webhook_headers(first))).status_code == 200
+    deadline = time.monotonic() + TIMEOUT
+    while reads() == reads_before and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)
+    assert reads() - reads_before == 1  # the first job, once; the second still waits for POLL_MAX
+    assert await snapshot(bot) == before

@@ -44,13 +44,18 @@ from pathlib import Path
 from typing import Any
 
 import av
+import jwt
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
 from PIL import Image
 
 from tests.fakes.callbacks import CallbackPoster
 from tests.fakes.loopback import send_video, serve
 
 API = "/v1beta"
+# The issuer the simulator's webhook JWTs name (Google's is not confirmed: GEMINI_WEBHOOK_ISSUER)
+WEBHOOK_ISSUER = "https://generativelanguage.googleapis.com"
 ENDPOINTS = ("create", "get", "upload_start", "upload", "file_get", "download", "cdn")
 OUTCOMES = (
     "succeed",
@@ -338,8 +343,13 @@ class GeminiSim:
         self._signing = os.urandom(8).hex()
         self.base_url = ""
         # webhooks: an interaction created with webhook_config.uris gets a thin Standard-Webhooks
-        # envelope POSTed to each URI when it completes or fails (the RS256 JWT is not simulated)
+        # envelope POSTed to each URI when it completes or fails, signed as per-request webhooks
+        # are: an RS256 JWT in `webhook-signature`, its audience the URI, by a key of the JWKS
+        # served at /.well-known/jwks.json (`webhook_kid`; rotate_webhook_key() swaps it)
         self.callbacks = CallbackPoster()
+        self.webhook_issuer = WEBHOOK_ISSUER
+        self.webhook_kid, self._webhook_key = _webhook_key()
+        self._retired_keys: list[tuple[str, rsa.RSAPrivateKey]] = []
 
     # --- scripting --------------------------------------------------------------------------------
 
@@ -414,6 +424,7 @@ class GeminiSim:
         app.router.add_post(f"/upload{API}/files", self._upload)
         app.router.add_get(f"{API}/files/{{name}}", self._file)
         app.router.add_get("/cdn/{name}", self._cdn)
+        app.router.add_get("/.well-known/jwks.json", self._jwks)
         self._runner, self.base_url = await serve(app)
 
     async def close(self) -> None:
@@ -743,11 +754,11 @@ class GeminiSim:
                 self.callbacks.when(
                     lambda: self._state(interaction) not in ("queued", "in_progress"),
                     uri,
-                    lambda: self._callback(interaction),
+                    functools.partial(self._callback, interaction, uri),
                 )
         return interaction
 
-    def _callback(self, interaction: SimInteraction) -> tuple[bytes, dict[str, str]] | None:
+    def _callback(self, interaction: SimInteraction, uri: str) -> tuple[bytes, dict[str, str]] | None:
         state = self._state(interaction)
         if state not in ("completed", "failed"):
             return None  # paused for review, or another word: no event the SDK names
@@ -761,8 +772,33 @@ class GeminiSim:
             "timestamp": _iso(time.time()),
             "data": data,
         }
-        headers = {"webhook-id": f"msg_{os.urandom(12).hex()}", "webhook-timestamp": str(int(time.time()))}
-        return json.dumps(event).encode(), headers
+        return json.dumps(event).encode(), self.webhook_headers(uri)
+
+    def webhook_headers(
+        self, uri: str, *, key: rsa.RSAPrivateKey | None = None, at: float | None = None
+    ) -> dict[str, str]:
+        """The headers of a per-request webhook to `uri`: its id, time and JWT (`key`: sign with
+        another key under the published kid, a forgery; `at`: as if sent then)."""
+        now = int(time.time() if at is None else at)
+        claims = {"iss": self.webhook_issuer, "aud": uri, "iat": now, "exp": now + 300}
+        token = jwt.encode(claims, key or self._webhook_key, algorithm="RS256", headers={"kid": self.webhook_kid})
+        return {"webhook-id": f"msg_{os.urandom(12).hex()}", "webhook-timestamp": str(now), "webhook-signature": token}
+
+    def rotate_webhook_key(self) -> None:
+        """A new signing key under a new kid; the old one stays published (as a rotation does)."""
+        self._retired_keys.append((self.webhook_kid, self._webhook_key))
+        self.webhook_kid, self._webhook_key = _webhook_key(fresh=True)
+
+    def jwks(self) -> dict[str, Any]:
+        keys = [(self.webhook_kid, self._webhook_key), *self._retired_keys]
+        published = []
+        for kid, key in keys:
+            jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+            published.append(jwk | {"kid": kid, "use": "sig", "alg": "RS256"})
+        return {"keys": published}
+
+    async def _jwks(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.jwks())
 
     async def _validate(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
@@ -1079,3 +1115,15 @@ def _image_format(raw: bytes) -> str | None:
             return image.format
     except Exception:
         return None
+
+
+@functools.cache
+def _shared_webhook_key() -> tuple[str, rsa.RSAPrivateKey]:
+    return os.urandom(8).hex(), rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _webhook_key(*, fresh: bool = False) -> tuple[str, rsa.RSAPrivateKey]:
+    """An RSA signing key and its kid; one per test process unless `fresh` (2048-bit keys are slow)."""
+    if fresh:
+        return os.urandom(8).hex(), rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return _shared_webhook_key()

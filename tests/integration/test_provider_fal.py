@@ -695,7 +695,7 @@ async def test_fal_client_uploads_submits_and_reads_results_on_the_sim(sim, clip
 
 
 async def test_a_callback_url_goes_as_fal_webhook_and_the_signed_callback_verifies(client, sim, tmp_path, clip):
-    from bot.services.webhooks import FalKeys, verify_fal
+    from bot.services.webhooks import fal_key_set, verify_fal
     from tests.fakes.callbacks import CallbackReceiver
 
     receiver = await CallbackReceiver().start()
@@ -711,7 +711,7 @@ async def test_a_callback_url_goes_as_fal_webhook_and_the_signed_callback_verifi
         payload = json.loads(hook.body)
         assert payload["status"] == "OK" and payload["payload"]["video"]["url"]
         assert job.external_id.endswith(payload["request_id"]) or payload["request_id"] in job.external_id
-        keys = await FalKeys(client, f"{sim.rest_url}/.well-known/jwks.json").keys()
+        keys = await fal_key_set(client, f"{sim.rest_url}/.well-known/jwks.json").keys()
         assert keys
         headers = {k.lower(): v for k, v in hook.headers.items()}
         assert verify_fal(headers, hook.body, keys, time.time())

@@ -752,7 +752,8 @@ async def test_sim_refuses_what_the_api_refuses(sim, tmp_path):
     assert len(sim.interactions) == 3
 
 
-async def test_a_callback_url_goes_as_webhook_config_and_completion_is_posted(gemini, sim):
+async def test_a_callback_url_goes_as_webhook_config_and_completion_is_posted(gemini, sim, client):
+    from bot.services.webhooks import gemini_key_set, verify_gemini
     from tests.fakes.callbacks import CallbackReceiver
 
     receiver = await CallbackReceiver().start()
@@ -766,5 +767,12 @@ async def test_a_callback_url_goes_as_webhook_config_and_completion_is_posted(ge
         assert event["type"] == "interaction.completed" and event["data"]["id"] == job.external_id
         assert event["data"]["user_metadata"] == {"castbot_ref": "castbot-7-1"}
         assert hook.headers["webhook-id"].startswith("msg_")
+        # signed as per-request webhooks are: an RS256 JWT for this URL, by a key of the JWKS
+        keys = await gemini_key_set(client, f"{sim.base_url}/.well-known/jwks.json").keys()
+        assert keys and sim.webhook_kid in keys
+        headers = {k.lower(): v for k, v in hook.headers.items()}
+        assert verify_gemini(headers, keys, url, sim.webhook_issuer)
+        assert not verify_gemini(headers, keys, f"{receiver.url}/hooks/gemini/tok-6", None)
+        assert not verify_gemini(headers, keys, url, "https://someone.else")
     finally:
         await receiver.close()
