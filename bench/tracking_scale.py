@@ -145,6 +145,7 @@ class Side:
     detect: Summary = field(default_factory=lambda: Summary.of([]))
     # webhooks: status reads of each job from its callback on (None: no callback in this run)
     after_callback: Summary | None = None
+    callbacks_taken: tuple[int, int] | None = None  # answered 200 by the bot / sent
 
     @property
     def per_job(self) -> float:
@@ -270,7 +271,7 @@ class Sims:
                 build, key = functools.partial(kling._callback, task), external_id
             elif job.provider == "gemini" and self.gemini is not None:
                 sim, gemini = self.gemini, self.gemini
-                build, key = functools.partial(gemini._callback, gemini.interactions[external_id]), external_id
+                build, key = functools.partial(gemini._callback, gemini.interactions[external_id], url), external_id
             elif job.provider == "fal" and self.fal is not None:
                 ref = QueueRef.decode(external_id, self.fal.queue_url)
                 assert ref is not None
@@ -289,6 +290,18 @@ class Sims:
             sim, key = self._read_keys[external_id]
             out[external_id] = sum(1 for t in sim.reads.get(key, []) if t >= at)
         return out
+
+    def callbacks_taken(self) -> dict[str, tuple[int, int]]:
+        """provider -> (callbacks the bot answered 200, callbacks sent); a retried one counts once."""
+        taken: dict[str, tuple[int, int]] = {}
+        for provider, sim in (("kling", self.kling), ("gemini", self.gemini), ("fal", self.fal)):
+            if sim is None:
+                continue
+            answers: dict[str, bool] = {}
+            for sent in sim.callbacks.sent:
+                answers[sent.url] = answers.get(sent.url, False) or sent.status == 200
+            taken[provider] = (sum(answers.values()), len(answers))
+        return taken
 
     def status_requests(self) -> dict[str, int]:
         out = {}
@@ -441,6 +454,7 @@ async def castbot_phase(config: Config, jobs: list[PlannedJob], root: Path) -> t
                 print(f"Castbot phase requests: {sims.describe()}", file=sys.stderr)
                 requests = sims.status_requests()
                 after = sims.reads_after(called)
+                taken = sims.callbacks_taken()
             settled = _settled_times(bot.log_path)
     finally:
         await sims.close()
@@ -462,6 +476,7 @@ async def castbot_phase(config: Config, jobs: list[PlannedJob], root: Path) -> t
         reads = [after[external_id] for job, (external_id, _) in zip(jobs, ends, strict=True) if external_id in after]
         if reads and provider in CALLBACKS:
             side.after_callback = Summary.of([float(n) for n in reads])
+            side.callbacks_taken = taken.get(provider)
         sides.append(side)
     return sides, cpu
 
@@ -704,7 +719,8 @@ def print_result(r: Result) -> None:
                 f"{provider} with webhooks: lag p99 {fmt(ours.lag.p99)} s "
                 f"({_verdict('target < 1 s', ours.lag.p99 < 1)}); "
                 f"at most {ours.after_callback.max:g} status read(s) of a job after its callback "
-                f"({_verdict('target ≤ 1', ours.after_callback.max <= 1)})"
+                f"({_verdict('target ≤ 1', ours.after_callback.max <= 1)}); "
+                f"callbacks taken {'/'.join(map(str, ours.callbacks_taken or (0, 0)))} (the rest refused)"
             )
     notes.append(
         "detect = provider finished → video downloaded and job settled (Castbot: its log; naive: download done); "

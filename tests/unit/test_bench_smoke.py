@@ -79,6 +79,9 @@ async def test_every_bench_runs_quick_and_prints_its_table() -> None:
         assert "machine: " in text
         for expected in BENCHES[name]:
             assert expected in text, f"bench.{name}: {expected!r} missing from:\n{text[-3000:]}"
+    # every callback the simulators sent was taken (a signature the bot refused would show here)
+    tracking = outputs[list(procs).index("tracking_scale")][0].decode(errors="replace")
+    assert tracking.count("callbacks taken 5/5") == 3, tracking[-3000:]
 
 
 async def test_tracking_scale_seeds_gemini_and_fal_jobs_their_adapters_track(tmp_path: Path) -> None:
