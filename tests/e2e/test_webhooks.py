@@ -252,16 +252,11 @@ async def test_a_flood_from_one_source_is_refused_and_commands_still_answer(
     assert await counted(bot, "rate_limited") == statuses.count(429)
 
 
-@pytest.fixture
-async def gemini() -> AsyncIterator[Sim]:
-    started = await STARTERS["gemini"]()
-    yield started
-    await started.close()
-
-
+@pytest.mark.parametrize("sim", ["gemini"], indirect=True)
 async def test_a_gemini_jwt_wakes_only_the_job_whose_url_it_was_signed_for(
-    sandbox: DiscordSandbox, world: World, harness: BotHarness, monkeypatch, gemini: Sim, clip_bytes: bytes
+    sandbox: DiscordSandbox, world: World, harness: BotHarness, monkeypatch, sim: Sim, clip_bytes: bytes
 ) -> None:
+    gemini = sim
     bot = await start_hooked(harness, gemini, monkeypatch)
     server: GeminiSim = gemini.server
     server.script_outcome("stuck", "stuck")
