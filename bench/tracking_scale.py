@@ -615,8 +615,11 @@ async def naive_wait(
     return {"id": job["id"], "requests": requests, "seen_at": seen_at, "done_at": time.monotonic()}
 
 
-async def run(config: Config, *, keep: bool = False, budget: float = 290.0) -> Result:
+async def run(config: Config, *, keep: bool = False, budget: float | None = None) -> Result:
     jobs = plan(config)
+    if budget is None:  # 290 s at the default 2x; slower scales get the renders' longest time more
+        longest = max(config.durations[p][1] for p in config.providers)
+        budget = max(290.0, longest / config.speed + 170.0)
     started = time.monotonic()
     with workdir("tracking", keep) as root:
         sides, bot_cpu = await bounded(castbot_phase(config, jobs, root), budget, "Castbot phase")
