@@ -103,6 +103,7 @@ class GatewaySession:
     ready: bool = False  # READY and every GUILD_CREATE were written to the socket
     resumes: int = 0
     invalidated: bool = False
+    identified_at: float = 0.0  # sandbox monotonic time of its IDENTIFY
 
     @property
     def shard_id(self) -> int:
@@ -403,7 +404,12 @@ class Gateway:
             await self._close(connection, 4011, "Sharding required.")
             return False
         session = GatewaySession(
-            session_id=secrets.token_hex(16), identify=data, intents=intents, shard=shard, connection=connection
+            session_id=secrets.token_hex(16),
+            identify=data,
+            intents=intents,
+            shard=shard,
+            connection=connection,
+            identified_at=self.world.clock.monotonic(),
         )
         self.sessions[session.session_id] = session
         connection.session = session
