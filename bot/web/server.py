@@ -67,11 +67,11 @@ class GatewayWatch:
         shards = self.shards()
         if bot.is_closed():
             return False, "closed", shards
+        down = "; ".join(f"shard {i} {why}" for i, why in shards.items() if why != "ok")
         if not bot.is_ready():
-            return False, "not ready yet", shards
-        down = [f"shard {i} {why}" for i, why in shards.items() if why != "ok"]
+            return False, f"not ready yet: {down}" if down else "not ready yet", shards
         if down:
-            return False, "; ".join(down), shards
+            return False, down, shards
         return True, "ok", shards
 
 

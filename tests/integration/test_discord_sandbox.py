@@ -622,7 +622,7 @@ async def whoami(interaction: discord.Interaction) -> None:
     await interaction.response.send_message(f"{bot.label} shard {shard}")
 
 
-async def test_two_processes_split_the_shards_and_answer_their_own_guilds(
+async def test_three_processes_split_the_shards_and_answer_their_own_guilds(
     sandbox: DiscordSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     guilds = [sandbox.add_guild(f"g{i}", shard=(i, 4)) for i in range(4)]
@@ -630,22 +630,29 @@ async def test_two_processes_split_the_shards_and_answer_their_own_guilds(
     alice = sandbox.add_user("alice")
     members = [g.add_member("alice", user=alice) for g in guilds]
     sandbox.patch_discord(monkeypatch)
-    low, high = ShardBot("low", [0, 1], 4), ShardBot("high", [2, 3], 4)
-    tasks = [asyncio.create_task(b.start(TOKEN)) for b in (low, high)]
+    # shards 0-1, 2 and 3 of 4: one bot each, connected to the same gateway at once
+    bots = {"low": ShardBot("low", [0, 1], 4), "two": ShardBot("two", [2], 4), "three": ShardBot("three", [3], 4)}
+    owner = ["low", "low", "two", "three"]
+    tasks = [asyncio.create_task(b.start(TOKEN)) for b in bots.values()]
     try:
-        sessions = await sandbox.wait_shards(4, timeout=10)
+        sessions = await sandbox.wait_shards(4, timeout=15)
         assert {i: s.identify["shard"] for i, s in sessions.items()} == {i: [i, 4] for i in range(4)}
-        await asyncio.wait_for(asyncio.gather(low.wait_until_ready(), high.wait_until_ready()), 10)
-        assert sorted(g.id for g in low.guilds) == [guilds[0].id, guilds[1].id]
-        assert sorted(g.id for g in high.guilds) == [guilds[2].id, guilds[3].id]
+        await asyncio.wait_for(asyncio.gather(*(b.wait_until_ready() for b in bots.values())), 10)
+        for name, bot in bots.items():
+            assert sorted(g.id for g in bot.guilds) == [g.id for i, g in enumerate(guilds) if owner[i] == name]
         assert len(sandbox.calls_to("PUT", r"/commands$")) == 1  # one process synced
 
         for i in range(4):
             handle = await sandbox.invoke(guilds[i], channels[i], members[i], "whoami")
-            assert (await handle.wait_final_message()).content == f"{'low' if i < 2 else 'high'} shard {i}"
+            assert (await handle.wait_final_message()).content == f"{owner[i]} shard {i}"
             assert handle.record.shard == (i, 4)
         dm = await sandbox.invoke(None, None, alice, "whoami")
         assert (await dm.wait_final_message()).content == "low shard dm" and dm.record.shard == (0, 4)
+
+        # a guild joined later reaches only the bot that owns its shard
+        joined = sandbox.add_guild("joined later", shard=(2, 4))
+        await sandbox.wait_for(lambda: bots["two"].get_guild(joined.id), 5, "the new guild on shard 2")
+        assert all(bots[n].get_guild(joined.id) is None for n in ("low", "three"))
 
         # a dropped shard resumes its own session; the other shards' connections stay up
         before = {i: s.connection for i, s in sessions.items()}
@@ -654,7 +661,7 @@ async def test_two_processes_split_the_shards_and_answer_their_own_guilds(
         assert [r["session_id"] for r in sandbox.gateway.resume_requests] == [sessions[3].session_id]
         assert all(sessions[i].connection is before[i] for i in range(3))
         handle = await sandbox.invoke(guilds[3], channels[3], members[3], "whoami")
-        assert (await handle.wait_final_message()).content == "high shard 3"
+        assert (await handle.wait_final_message()).content == "three shard 3"
     finally:
-        await asyncio.gather(low.close(), high.close())
+        await asyncio.gather(*(b.close() for b in bots.values()))
         await asyncio.wait_for(asyncio.gather(*tasks), 5)
