@@ -68,6 +68,21 @@ async def test_the_bot_runs_the_shards_discord_recommends_and_answers_on_each(
         assert [r.shard for r in sandbox.interactions.by_id.values() if r.channel is channel] == [(shard_id, 2)]
 
 
+async def test_shards_in_one_identify_bucket_wait_five_seconds_apart(
+    sandbox: DiscordSandbox, harness: BotHarness
+) -> None:
+    places = on_shards(sandbox, 2)
+    bot = await harness.start(shard_count=2)  # the sandbox's max_concurrency is 1: one bucket
+    sessions = await sandbox.wait_shards(2)
+    first, second = sessions[0].identified_at, sessions[1].identified_at
+    assert second - first >= 5 - 0.1  # Discord takes one IDENTIFY per bucket every 5 s
+    assert bot.max_concurrency == 1
+    guild, channel, member = places[1]
+    handle = await sandbox.invoke(guild, channel, member, "about")
+    await handle.wait_final_message()
+    assert handle.record.shard == (1, 2)
+
+
 async def test_healthz_names_the_shard_that_is_down(
     sandbox: DiscordSandbox, harness: BotHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
