@@ -258,12 +258,10 @@ def _base_payload(
 
 def _dispatch(sandbox: DiscordSandbox, record: InteractionRecord) -> InteractionHandle:
     guild_id = record.channel.guild.id if record.channel.guild is not None else None
-    # Discord sends an interaction to the shard of its guild (DMs: shard 0), to no other
-    session = sandbox.gateway.session_for(guild_id)
-    if session is None:
-        raise RuntimeError(f"no connected bot session receives guild {guild_id}")
+    # Discord sends an interaction to the shard of its guild (DMs: shard 0), to no other. The
+    # frame is only queued here, so registering it next is still before the bot can answer.
+    session = sandbox.gateway.dispatch_to_owner("INTERACTION_CREATE", record.payload, guild_id)
     sandbox.interactions.register(record)
-    session.dispatch("INTERACTION_CREATE", record.payload)
     record.shard = session.shard
     record.session_id = session.session_id
     record.dispatched_at = sandbox.world.clock.monotonic()
