@@ -124,6 +124,27 @@ async def test_healthz_names_the_shard_that_is_down(
     assert body["checks"]["gateway"]["shards"] == {"0": "ok", "1": "ok"}
 
 
+async def start_shard_process(
+    sandbox: DiscordSandbox, home: Path, shard_count: str, shard_ids: str, http_port: int, **env: str
+) -> asyncio.subprocess.Process:
+    """`python -m bot` in `home` (its DATA_DIR is home/data) running `shard_ids` of `shard_count`,
+    with /healthz on `http_port` and the fast local provider; `env` adds or overrides settings."""
+    home.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "DISCORD_TOKEN": SANDBOX_TOKEN,
+        "DISCORD_API_BASE": sandbox.api_base,
+        "DISCORD_GATEWAY_URL": sandbox.gateway_url,
+        "SHARD_COUNT": shard_count,
+        "SHARD_IDS": shard_ids,
+        "HTTP_HOST": "127.0.0.1",
+        "HTTP_PORT": str(http_port),
+        "LOCAL_RENDER_SECONDS": "0.2",
+        "POLL_MIN_SECONDS": "0.05",
+        "POLL_MAX_SECONDS": "0.5",
+    }
+    return await run_bot(home, clean_env(home, **{**settings, **env}))
+
+
 def jobs_by_guild(data_dir: Path) -> dict[int, str]:
     """guild -> job state in one process's own database."""
     with contextlib.closing(sqlite3.connect(data_dir / "castbot.sqlite3")) as db:
@@ -139,23 +160,8 @@ async def test_two_processes_split_four_shards_and_each_answers_its_own_guilds(
     ports = {name: free_port() for name in ranges}
     procs = {}
     for name, (shard_ids, _) in ranges.items():
-        home = tmp_path / name
-        home.mkdir()
         # each process its own DATA_DIR and SQLite file: a shared store needs DATABASE_URL (PostgreSQL)
-        env = clean_env(
-            home,
-            DISCORD_TOKEN=SANDBOX_TOKEN,
-            DISCORD_API_BASE=sandbox.api_base,
-            DISCORD_GATEWAY_URL=sandbox.gateway_url,
-            SHARD_COUNT="4",
-            SHARD_IDS=shard_ids,
-            HTTP_HOST="127.0.0.1",
-            HTTP_PORT=str(ports[name]),
-            LOCAL_RENDER_SECONDS="0.2",
-            POLL_MIN_SECONDS="0.05",
-            POLL_MAX_SECONDS="0.5",
-        )
-        procs[name] = await run_bot(home, env)
+        procs[name] = await start_shard_process(sandbox, tmp_path / name, "4", shard_ids, ports[name])
     try:
         sessions = await sandbox.wait_shards(4, timeout=60)
         assert {i: s.identify["shard"] for i, s in sessions.items()} == {i: [i, 4] for i in range(4)}
