@@ -31,6 +31,11 @@ log = logging.getLogger("bot")
 
 SHUTDOWN_SECONDS = 10.0
 EXIT_CONFIG = 2
+# Gateway close codes that mean the shard settings are wrong: retrying cannot help.
+SHARD_REFUSALS = {
+    4010: "Discord refused the shard (SHARD_COUNT / SHARD_IDS): every id must be below the count",
+    4011: "Discord requires more shards: raise SHARD_COUNT, or unset it to use Discord's recommendation",
+}
 
 
 def _fail(message: str, code: int = EXIT_CONFIG) -> int:
@@ -113,6 +118,11 @@ async def _run_until_stopped(bot: Castbot, token: str) -> int:
             runner.result()
         except discord.LoginFailure:
             return _fail("Discord refused the token (DISCORD_TOKEN): check it in the developer portal")
+        except discord.ConnectionClosed as exc:
+            if exc.code in SHARD_REFUSALS:
+                return _fail(SHARD_REFUSALS[exc.code])
+            log.exception("the gateway closed the connection")
+            return 1
         except Exception:
             log.exception("the bot stopped on an unexpected error")
             return 1

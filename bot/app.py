@@ -220,7 +220,24 @@ def _what(interaction: discord.Interaction[Any]) -> str:
     return f"{interaction.type.name}:{custom_id or '?'}"
 
 
-class Castbot(commands.Bot):
+# Discord lets one IDENTIFY through per 5 s in each bucket (shard_id % max_concurrency).
+IDENTIFY_SPACING_SECONDS = 5.0
+
+
+def shard_options(settings: Settings) -> dict[str, Any]:
+    """SHARD_COUNT / SHARD_IDS as discord.py's options; none set: the count comes from Discord."""
+    options: dict[str, Any] = {}
+    if settings.shard_count is not None:
+        options["shard_count"] = settings.shard_count
+    if settings.shard_ids:
+        options["shard_ids"] = list(settings.shard_ids)
+    return options
+
+
+class Castbot(commands.AutoShardedBot):
+    """Sharded always: with SHARD_COUNT / SHARD_IDS several processes split the shards, and each
+    answers the interactions its own shards receive."""
+
     def __init__(
         self,
         settings: Settings,
@@ -239,6 +256,7 @@ class Castbot(commands.Bot):
             help_command=None,
             # Members' prompts are echoed back: nothing pings unless a message opts in.
             allowed_mentions=discord.AllowedMentions.none(),
+            **shard_options(settings),
             **options,
         )
         self.settings = settings
@@ -248,12 +266,59 @@ class Castbot(commands.Bot):
         self.providers = providers
         self.actions = build_actions(self, services)
         self.http_url: str | None = None  # the HTTP endpoint's base, when HTTP_PORT is set (bot/web/)
+        self.max_concurrency = 1
+        self._identified_at: dict[int, float] = {}
+        self._identify_locks: dict[int, asyncio.Lock] = {}
+
+    @property
+    def syncs_commands(self) -> bool:
+        """One process syncs the commands: the one that runs shard 0 (or every shard)."""
+        return not self.settings.shard_ids or 0 in self.settings.shard_ids
+
+    @property
+    def own_shard_ids(self) -> list[int]:
+        """The shards this process runs (known once the shard count is)."""
+        return list(self.shard_ids or range(self.shard_count or 1))
 
     async def setup_hook(self) -> None:
+        await self._read_gateway_limits()
         await self.tree.set_translator(CastbotTranslator())
         for extension in cog_modules():
             await self.load_extension(extension)
-        await self.sync_commands()
+        if self.syncs_commands:
+            await self.sync_commands()
+        else:
+            log.info("commands are synced by the process that runs shard 0; shards %s here", self.own_shard_ids)
+
+    async def _read_gateway_limits(self) -> None:
+        """Ask Discord (GET /gateway/bot) how many IDENTIFYs may run at once and, without
+        SHARD_COUNT, how many shards to run. Setting the count here (discord.py would otherwise
+        ask itself) keeps the gateway at DISCORD_GATEWAY_URL rather than the URL Discord returns."""
+        shards, _url, limits = await self.http.get_bot_gateway()
+        self.max_concurrency = max(int(limits.get("max_concurrency", 1)), 1)
+        if self.shard_count is None:
+            self.shard_count = int(shards)
+        log.info(
+            "running shards %s of %d (identify concurrency %d)",
+            self.own_shard_ids,
+            self.shard_count,
+            self.max_concurrency,
+        )
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """Wait only as long as Discord's identify limit asks: one IDENTIFY per 5 s in each
+        max_concurrency bucket. (discord.py's default waits 5 s before every IDENTIFY but the first,
+        so 16 shards on a large bot would take 80 s to come up instead of 5.)"""
+        bucket = (shard_id or 0) % self.max_concurrency
+        lock = self._identify_locks.setdefault(bucket, asyncio.Lock())
+        async with lock:
+            loop = asyncio.get_running_loop()
+            last = self._identified_at.get(bucket)
+            if last is not None:
+                wait = last + IDENTIFY_SPACING_SECONDS - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            self._identified_at[bucket] = loop.time()
 
     async def sync_commands(self) -> list[app_commands.AppCommand]:
         if self.settings.command_guild_id:
@@ -268,4 +333,14 @@ class Castbot(commands.Bot):
 
     async def on_ready(self) -> None:
         assert self.user is not None
-        log.info("connected as %s (%s) in %d guilds", self.user, self.user.id, len(self.guilds))
+        log.info(
+            "connected as %s (%s) in %d guilds on shards %s of %s",
+            self.user,
+            self.user.id,
+            len(self.guilds),
+            self.own_shard_ids,
+            self.shard_count,
+        )
+
+    async def on_shard_ready(self, shard_id: int) -> None:
+        log.info("shard %d ready", shard_id)

@@ -8,6 +8,11 @@ async with DiscordSandbox() as sandbox:
     ...start the bot, await sandbox.wait_ready()...
     handle = await sandbox.invoke(guild, channel, member, "character create", name="x")
     reply = await handle.wait_final_message()
+
+Sharded bots: `DiscordSandbox(shards=4, max_concurrency=4)` is what GET /gateway/bot recommends;
+`add_guild(..., shard=(2, 4))` makes a guild on shard 2 of 4; any number of processes may connect,
+each IDENTIFYing its shards, and `await sandbox.wait_shards(4)` waits for all of them. Guild events
+and interactions go to the connection owning the guild's shard, DMs to shard 0.
 """
 
 from .client import InteractionHandle

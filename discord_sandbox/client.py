@@ -257,8 +257,13 @@ def _base_payload(
 
 
 def _dispatch(sandbox: DiscordSandbox, record: InteractionRecord) -> InteractionHandle:
+    guild_id = record.channel.guild.id if record.channel.guild is not None else None
+    # Discord sends an interaction to the shard of its guild (DMs: shard 0), to no other. The
+    # frame is only queued here, so registering it next is still before the bot can answer.
+    session = sandbox.gateway.dispatch_to_owner("INTERACTION_CREATE", record.payload, guild_id)
     sandbox.interactions.register(record)
-    sandbox.gateway.dispatch_active("INTERACTION_CREATE", record.payload)
+    record.shard = session.shard
+    record.session_id = session.session_id
     record.dispatched_at = sandbox.world.clock.monotonic()
     sandbox.world.changed()
     return InteractionHandle(sandbox, record)
@@ -374,7 +379,7 @@ async def invoke(
     focused: str | None = None,
     **kwargs: Any,
 ) -> InteractionHandle:
-    await sandbox.wait_ready()
+    await sandbox.wait_session_for(guild)
     root, *subpath = command.split()
     definition = sandbox.commands.find(guild.id if guild else None, root, CHAT_INPUT)
     _, resolved_member = _resolve_who(guild, member)
@@ -410,7 +415,7 @@ async def context_menu(
     locale: str | None = None,
     override_permissions: bool = False,
 ) -> InteractionHandle:
-    await sandbox.wait_ready()
+    await sandbox.wait_session_for(guild)
     command_type = MESSAGE_COMMAND if isinstance(target, StoredMessage) else USER_COMMAND
     definition = sandbox.commands.find(guild.id if guild else None, name, command_type)
     _, resolved_member = _resolve_who(guild, member)
@@ -450,7 +455,7 @@ async def click(
     locale: str | None = None,
 ) -> InteractionHandle:
     """Press a button (or pick `values` in a select) on a message the bot posted."""
-    await sandbox.wait_ready()
+    await sandbox.wait_session_for(message.channel.guild)
     if message.deleted:
         raise SandboxUsageError("cannot click a component on a deleted message")
     component = next((c for c in message.iter_components() if c.get("custom_id") == custom_id), None)

@@ -1,6 +1,11 @@
 """Gateway v10 over a real websocket: HELLO, IDENTIFY -> READY + GUILD_CREATE, heartbeats,
 RESUME with replay, member chunk requests and event dispatch.
 
+Sharding as Discord does it: any number of connections at once, each IDENTIFY may carry
+`shard: [shard_id, shard_count]`; a session gets READY, GUILD_CREATE and every guild event only
+for guilds with `(guild_id >> 22) % shard_count == shard_id`, and DMs only on shard 0. An
+IDENTIFY without `shard` is shard 0 of 1 (every guild), as before.
+
 discord.py connects to `<gateway>?v=10&encoding=json&compress=zlib-stream` and accepts both
 TEXT frames and zlib-stream BINARY frames; we honour zlib-stream so its real decompression
 path runs, and answer with plain TEXT frames for any other compression it might ask for.
@@ -38,6 +43,9 @@ log = logging.getLogger(__name__)
 
 DISPATCH, HEARTBEAT, IDENTIFY, PRESENCE, VOICE_STATE, RESUME, RECONNECT = 0, 1, 2, 3, 4, 6, 7
 REQUEST_MEMBERS, INVALID_SESSION, HELLO, HEARTBEAT_ACK = 8, 9, 10, 11
+
+# Discord's limit before it refuses an IDENTIFY with 4011 "Sharding required".
+MAX_GUILDS_PER_SHARD = 2500
 
 # Which intent an event needs (events not listed are always sent).
 _EVENT_INTENTS = {
@@ -95,12 +103,25 @@ class GatewaySession:
     ready: bool = False  # READY and every GUILD_CREATE were written to the socket
     resumes: int = 0
     invalidated: bool = False
+    identified_at: float = 0.0  # sandbox monotonic time of its IDENTIFY
+
+    @property
+    def shard_id(self) -> int:
+        return 0 if self.shard is None else self.shard[0]
 
     def owns_guild(self, guild_id: int) -> bool:
         if self.shard is None:
             return True
         shard_id, shard_count = self.shard
-        return (guild_id >> 22) % shard_count == shard_id
+        return shard_for(guild_id, shard_count) == shard_id
+
+    def owns(self, guild_id: int | None) -> bool:
+        """Guild events go to the guild's shard; DMs (no guild) to shard 0, as on Discord."""
+        return self.shard_id == 0 if guild_id is None else self.owns_guild(guild_id)
+
+    @property
+    def live(self) -> bool:
+        return self.ready and not self.invalidated and self.connection is not None and self.connection.open
 
     def dispatch(self, event: str, data: Json) -> int:
         self.seq += 1
@@ -109,6 +130,18 @@ class GatewaySession:
         if self.connection is not None and self.connection.open:
             self.connection.queue.put_nowait(frame)
         return self.seq
+
+
+def shard_for(guild_id: int, shard_count: int) -> int:
+    """The shard a guild's events go to (Discord's sharding formula)."""
+    return (guild_id >> 22) % shard_count
+
+
+def _valid_shard(raw: Any) -> tuple[int, int] | None:
+    if not isinstance(raw, list) or len(raw) != 2 or not all(type(v) is int for v in raw):
+        return None
+    shard_id, shard_count = raw
+    return (shard_id, shard_count) if 0 <= shard_id < shard_count else None
 
 
 class Gateway:
@@ -125,6 +158,11 @@ class Gateway:
         self.token_ok = token_ok
         self.url = url
         self.privileged_intents_enabled = True
+        # What GET /gateway/bot tells the bot, and when IDENTIFY is refused with 4011.
+        self.recommended_shards = 1
+        self.max_concurrency = 1
+        self.max_guilds_per_shard = MAX_GUILDS_PER_SHARD
+        self.session_start_total = 1000
         self.sessions: dict[str, GatewaySession] = {}
         self.connections: list[GatewayConnection] = []
         self.identifies: list[Json] = []
@@ -143,14 +181,41 @@ class Gateway:
     def open_connections(self) -> list[GatewayConnection]:
         return [c for c in self.connections if c.open]
 
+    def session_for(self, guild_id: int | None) -> GatewaySession | None:
+        """The newest live session that receives this guild's events (a DM's: shard 0)."""
+        for session in reversed(list(self.sessions.values())):
+            if session.live and session.owns(guild_id):
+                return session
+        return None
+
+    def live_shards(self, shard_count: int) -> dict[int, GatewaySession]:
+        """Shard id -> the newest live session identified as that shard of `shard_count`."""
+        out: dict[int, GatewaySession] = {}
+        for session in self.sessions.values():
+            if session.live and session.shard is not None and session.shard[1] == shard_count:
+                out[session.shard[0]] = session
+        return out
+
+    def bot_gateway(self) -> Json:
+        """GET /gateway/bot: the recommended shard count and the session start limits."""
+        remaining = max(self.session_start_total - len(self.identifies), 0)
+        return {
+            "url": self.url(),
+            "shards": self.recommended_shards,
+            "session_start_limit": {
+                "total": self.session_start_total,
+                "remaining": remaining,
+                "reset_after": 14_400_000,
+                "max_concurrency": self.max_concurrency,
+            },
+        }
+
     # -- dispatch -----------------------------------------------------------------------
 
     def emit(self, event: str, data: Json, guild_id: int | None) -> None:
         """World hook: turn model objects into the event body each session should get."""
         for session in self.sessions.values():
-            if session.invalidated:
-                continue
-            if guild_id is not None and not session.owns_guild(guild_id):
+            if session.invalidated or not session.owns(guild_id):
                 continue
             body = self._event_body(event, data, session)
             if body is not None:
@@ -189,23 +254,42 @@ class Gateway:
         session.dispatch(event, data)
         return session
 
+    def dispatch_to_owner(self, event: str, data: Json, guild_id: int | None) -> GatewaySession:
+        """Send an event to the one connection that owns the guild's shard (DMs: shard 0)."""
+        session = self.session_for(guild_id)
+        if session is None:
+            where = "DMs (shard 0)" if guild_id is None else f"guild {guild_id}"
+            shards = sorted(s.shard or (0, 1) for s in self.sessions.values() if s.live)
+            raise RuntimeError(f"no connected bot session receives {where}; live shards: {shards}")
+        session.dispatch(event, data)
+        return session
+
     # -- sandbox-initiated disruptions -----------------------------------------------------
 
-    def request_reconnect(self) -> None:
+    def _open_on(self, shard_id: int | None) -> list[GatewayConnection]:
+        """Open connections, only those of sessions on `shard_id` when it is given."""
+        return [
+            c
+            for c in self.open_connections()
+            if shard_id is None or (c.session is not None and c.session.shard_id == shard_id)
+        ]
+
+    def request_reconnect(self, *, shard_id: int | None = None) -> None:
         """Send op 7 RECONNECT: the client should reconnect and RESUME."""
-        for connection in self.open_connections():
+        for connection in self._open_on(shard_id):
             connection.queue.put_nowait({"op": RECONNECT, "d": None, "s": None, "t": None})
 
-    def invalidate_sessions(self, *, resumable: bool = False) -> None:
-        """Send op 9 INVALID_SESSION to every open connection."""
-        for connection in self.open_connections():
+    def invalidate_sessions(self, *, resumable: bool = False, shard_id: int | None = None) -> None:
+        """Send op 9 INVALID_SESSION to every open connection (of one shard when given)."""
+        for connection in self._open_on(shard_id):
             if connection.session is not None and not resumable:
                 connection.session.invalidated = True
             connection.queue.put_nowait({"op": INVALID_SESSION, "d": resumable, "s": None, "t": None})
 
-    async def drop_connections(self, code: int = 4000) -> None:
-        """Close every socket from the server side (like a Discord-side disconnect)."""
-        for connection in self.open_connections():
+    async def drop_connections(self, code: int = 4000, *, shard_id: int | None = None) -> None:
+        """Close every socket (of one shard when given) from the server side, like a Discord-side
+        disconnect."""
+        for connection in self._open_on(shard_id):
             connection.closed_by = "server"
             connection.close_code = code
             await connection.ws.close(code=code)
@@ -309,14 +393,26 @@ class Gateway:
         if intents & PRIVILEGED_INTENTS and not self.privileged_intents_enabled:
             await self._close(connection, 4014, "Disallowed intent(s).")
             return False
-        raw_shard = data.get("shard")
-        shard = (int(raw_shard[0]), int(raw_shard[1])) if raw_shard else None
+        shard = None
+        if data.get("shard") is not None:
+            shard = _valid_shard(data["shard"])
+            if shard is None:
+                await self._close(connection, 4010, "Invalid shard.")
+                return False
+        guilds = [g for g in self.world.guilds.values() if shard is None or shard_for(g.id, shard[1]) == shard[0]]
+        if len(guilds) > self.max_guilds_per_shard:
+            await self._close(connection, 4011, "Sharding required.")
+            return False
         session = GatewaySession(
-            session_id=secrets.token_hex(16), identify=data, intents=intents, shard=shard, connection=connection
+            session_id=secrets.token_hex(16),
+            identify=data,
+            intents=intents,
+            shard=shard,
+            connection=connection,
+            identified_at=self.world.clock.monotonic(),
         )
         self.sessions[session.session_id] = session
         connection.session = session
-        guilds = [g for g in self.world.guilds.values() if session.owns_guild(g.id)]
         ready: Json = {
             "v": 10,
             "user": bot_self_payload(self.world),

@@ -67,6 +67,9 @@ class InteractionRecord:
     modal: Json | None = None
     # (status, Discord error code) of every refused callback attempt.
     rejected: list[tuple[int, int]] = field(default_factory=list)
+    # The gateway session it was sent to, and that session's [shard_id, shard_count] (None: unsharded).
+    session_id: str | None = None
+    shard: tuple[int, int] | None = None
 
     @property
     def acknowledged(self) -> bool:

@@ -117,6 +117,16 @@ class Snowflakes:
         self._last = value
         return value
 
+    def next_on_shard(self, shard_id: int, shard_count: int) -> int:
+        """The next id whose (id >> 22) % shard_count is shard_id: at most shard_count - 1 ms ahead."""
+        if not 0 <= shard_id < shard_count:
+            raise ValueError(f"shard {shard_id} is not below the shard count {shard_count}")
+        ms = max(int(time.time() * 1000) - DISCORD_EPOCH_MS, (self._last >> 22) + 1)
+        ms += (shard_id - ms) % shard_count
+        value = (ms << 22) | (1 << 17) | (next(self._increment) & 0xFFF)
+        self._last = value
+        return value
+
 
 def iso(ts: datetime | None) -> str | None:
     return None if ts is None else ts.isoformat()
@@ -523,8 +533,9 @@ class World:
         preferred_locale: str = "en-US",
         owner_id: int | None = None,
         features: Iterable[str] = (),
+        shard: tuple[int, int] | None = None,
     ) -> Guild:
-        guild_id = self.ids.next()
+        guild_id = self.ids.next() if shard is None else self.ids.next_on_shard(*shard)
         guild = Guild(
             id=guild_id,
             world=self,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from .commands import CommandStore
 from .messages import apply_edit, delete_message, new_message, precheck, store_uploads
-from .model import DM, MANAGE_MESSAGES, Channel, Guild, StoredMessage, World
+from .model import DM, MANAGE_MESSAGES, Channel, Guild, Json, StoredMessage, World
 from .payloads import (
     application_payload,
     bot_self_payload,
@@ -32,10 +32,17 @@ def route(method: str, pattern: str, handler: Handler) -> Route:
 
 
 class BotApi:
-    def __init__(self, world: World, commands: CommandStore, gateway_url: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        world: World,
+        commands: CommandStore,
+        gateway_url: Callable[[], str],
+        bot_gateway: Callable[[], Json],
+    ) -> None:
         self.world = world
         self.commands = commands
         self.gateway_url = gateway_url
+        self.bot_gateway = bot_gateway
 
     def routes(self) -> list[Route]:
         app = r"/applications/(?P<app>\d+)"
@@ -110,13 +117,7 @@ class BotApi:
         return Reply.ok(channel_payload(self.world.dm_channel(user)))
 
     def gateway_bot(self, req: ApiRequest, m: re.Match[str]) -> Reply:
-        return Reply.ok(
-            {
-                "url": self.gateway_url(),
-                "shards": 1,
-                "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 14400000, "max_concurrency": 1},
-            }
-        )
+        return Reply.ok(self.bot_gateway())
 
     # -- application commands -----------------------------------------------------------
 

@@ -9,7 +9,7 @@ import contextlib
 import json
 import re
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, TypeVar
@@ -19,7 +19,7 @@ from aiohttp import BodyPartReader, web
 from . import client
 from .client import InteractionHandle, Who
 from .commands import CommandStore
-from .gateway import Gateway, GatewayConnection, GatewaySession
+from .gateway import MAX_GUILDS_PER_SHARD, Gateway, GatewayConnection, GatewaySession, shard_for
 from .interactions import DEFERRED_MESSAGE, DEFERRED_UPDATE, InteractionApi, describe_interaction
 from .messages import guess_type
 from .model import Channel, Guild, Json, Member, StoredMessage, User, World
@@ -78,7 +78,12 @@ class DiscordSandbox:
         ack_timeout: float = 3.0,
         heartbeat_interval_ms: int = 41250,
         host: str = "127.0.0.1",
+        shards: int = 1,
+        max_concurrency: int = 1,
+        max_guilds_per_shard: int = MAX_GUILDS_PER_SHARD,
     ) -> None:
+        """`shards` and `max_concurrency` are what GET /gateway/bot recommends; an IDENTIFY whose
+        shard would hold more than `max_guilds_per_shard` guilds is refused (4011)."""
         self.token = token
         self.host = host
         self.world = World(bot_name=bot_name, app_name=app_name)
@@ -90,7 +95,10 @@ class DiscordSandbox:
             token_ok=self._token_ok,
             url=lambda: self.gateway_url,
         )
-        self.rest = BotApi(self.world, self.commands, lambda: self.gateway_url)
+        self.gateway.recommended_shards = shards
+        self.gateway.max_concurrency = max_concurrency
+        self.gateway.max_guilds_per_shard = max_guilds_per_shard
+        self.rest = BotApi(self.world, self.commands, lambda: self.gateway_url, self.gateway.bot_gateway)
         self.world.emit = self.gateway.emit
         self.world.changed = self._notify
         self.calls: list[Call] = []
@@ -185,9 +193,16 @@ class DiscordSandbox:
         preferred_locale: str = "en-US",
         owner_id: int | None = None,
         features: tuple[str, ...] = (),
+        shard: tuple[int, int] | None = None,
     ) -> Guild:
+        """A guild the bot is in; `shard=(shard_id, shard_count)` picks an id on that shard."""
         return self.world.add_guild(
-            name, premium_tier=premium_tier, preferred_locale=preferred_locale, owner_id=owner_id, features=features
+            name,
+            premium_tier=premium_tier,
+            preferred_locale=preferred_locale,
+            owner_id=owner_id,
+            features=features,
+            shard=shard,
         )
 
     def add_user(self, name: str, *, locale: str = "en-US", premium_type: int = 0) -> User:
@@ -260,6 +275,30 @@ class DiscordSandbox:
         """Resolves once a client identified and was sent READY plus every GUILD_CREATE."""
         return await self.wait_for(lambda: self.gateway.active_session, timeout, "a bot to identify")
 
+    async def wait_session_for(self, guild: Guild | None, timeout: float = 5.0) -> GatewaySession:
+        """The live session that receives `guild`'s events (None: DMs, shard 0), once it is ready."""
+        guild_id = None if guild is None else guild.id
+        what = "a bot session for DMs (shard 0)" if guild is None else f"a bot session owning guild {guild.name!r}"
+        return await self.wait_for(lambda: self.gateway.session_for(guild_id), timeout, what)
+
+    async def wait_shards(
+        self, shard_count: int, shard_ids: Iterable[int] | None = None, timeout: float = 10.0
+    ) -> dict[int, GatewaySession]:
+        """Resolves once every shard in `shard_ids` (default: all of `shard_count`) is identified
+        and ready on a live connection, from one process or several."""
+        wanted = set(range(shard_count) if shard_ids is None else shard_ids)
+
+        def ready() -> dict[int, GatewaySession] | None:
+            live = self.gateway.live_shards(shard_count)
+            return {i: live[i] for i in sorted(wanted)} if wanted <= set(live) else None
+
+        return await self.wait_for(ready, timeout, f"shards {sorted(wanted)} of {shard_count} to be ready")
+
+    @staticmethod
+    def shard_of(guild: Guild | int, shard_count: int) -> int:
+        """The shard that receives a guild's events: (guild_id >> 22) % shard_count."""
+        return shard_for(guild if isinstance(guild, int) else guild.id, shard_count)
+
     async def wait_disconnected(self, timeout: float = 5.0) -> GatewayConnection:
         """Resolves once every gateway connection is closed; returns the last one."""
         await self.wait_for(
@@ -269,14 +308,14 @@ class DiscordSandbox:
         )
         return self.gateway.connections[-1]
 
-    def request_reconnect(self) -> None:
-        self.gateway.request_reconnect()
+    def request_reconnect(self, *, shard_id: int | None = None) -> None:
+        self.gateway.request_reconnect(shard_id=shard_id)
 
-    def invalidate_session(self, *, resumable: bool = False) -> None:
-        self.gateway.invalidate_sessions(resumable=resumable)
+    def invalidate_session(self, *, resumable: bool = False, shard_id: int | None = None) -> None:
+        self.gateway.invalidate_sessions(resumable=resumable, shard_id=shard_id)
 
-    async def drop_connections(self, code: int = 4000) -> None:
-        await self.gateway.drop_connections(code)
+    async def drop_connections(self, code: int = 4000, *, shard_id: int | None = None) -> None:
+        await self.gateway.drop_connections(code, shard_id=shard_id)
 
     # -- interactions left without an answer ---------------------------------------------
 

@@ -29,48 +29,66 @@ SHUTDOWN_SECONDS = 3.0
 
 
 class GatewayWatch:
-    """Whether the Discord gateway is up: READY or RESUMED seen since the last disconnect.
-    (discord.py keeps `is_ready()` true across a dropped connection while it reconnects.)"""
+    """Whether every Discord shard this process runs is up: READY or RESUMED seen on it since its
+    last disconnect. (discord.py keeps `is_ready()` true across a dropped connection while it
+    reconnects, and with several shards one may be down while the others serve.)"""
 
     def __init__(self, bot: Castbot) -> None:
         self._bot = bot
-        self.connected = False
-        bot.add_listener(self._up, "on_ready")
-        bot.add_listener(self._up, "on_resumed")
-        bot.add_listener(self._down, "on_disconnect")
+        self.up: set[int] = set()
+        bot.add_listener(self._up, "on_shard_ready")
+        bot.add_listener(self._up, "on_shard_resumed")
+        bot.add_listener(self._down, "on_shard_disconnect")
 
-    async def _up(self) -> None:
-        self.connected = True
+    async def _up(self, shard_id: int) -> None:
+        self.up.add(shard_id)
 
-    async def _down(self) -> None:
-        self.connected = False
+    async def _down(self, shard_id: int) -> None:
+        self.up.discard(shard_id)
 
-    def check(self) -> tuple[bool, str]:
+    def shards(self) -> dict[int, str]:
+        """Each shard this process runs: "ok", or why not."""
+        out: dict[int, str] = {}
+        for shard_id in self._bot.own_shard_ids:
+            shard = self._bot.get_shard(shard_id)
+            if shard is None:
+                out[shard_id] = "not connected yet"
+            elif shard_id not in self.up:
+                out[shard_id] = "disconnected"
+            elif not math.isfinite(shard.latency):
+                out[shard_id] = "no heartbeat"
+            else:
+                out[shard_id] = "ok"
+        return out
+
+    def check(self) -> tuple[bool, str, dict[int, str]]:
+        """(healthy, what is wrong or "ok", each shard's state)."""
         bot = self._bot
+        shards = self.shards()
         if bot.is_closed():
-            return False, "closed"
+            return False, "closed", shards
+        down = "; ".join(f"shard {i} {why}" for i, why in shards.items() if why != "ok")
         if not bot.is_ready():
-            return False, "not ready yet"
-        if not self.connected:
-            return False, "disconnected"
-        if not math.isfinite(bot.latency):
-            return False, "no heartbeat"
-        return True, "ok"
+            return False, f"not ready yet: {down}" if down else "not ready yet", shards
+        if down:
+            return False, down, shards
+        return True, "ok", shards
 
 
 WATCH_KEY = web.AppKey("gateway", GatewayWatch)
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """200 when the gateway is connected, the database takes a write and the tracking loop ran
-    recently; otherwise 503. Either way a small JSON body names each part's state."""
+    """200 when every shard this process runs is connected, the database takes a write and the
+    tracking loop ran recently; otherwise 503. Either way a small JSON body names each part's state
+    (and each shard's)."""
     bot = request.app[BOT_KEY]
     liveness = bot.services.liveness
-    gateway_ok, gateway = request.app[WATCH_KEY].check()
+    gateway_ok, gateway, shards = request.app[WATCH_KEY].check()
     database = await liveness.database()
     tracking = liveness.tracking()
     checks = {
-        "gateway": {"ok": gateway_ok, "detail": gateway},
+        "gateway": {"ok": gateway_ok, "detail": gateway, "shards": {str(i): why for i, why in shards.items()}},
         "database": {"ok": database.ok, "detail": database.detail},
         "tracking": {"ok": tracking.ok, "detail": tracking.detail},
     }

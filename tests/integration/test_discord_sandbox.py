@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import discord
 import pytest
 from discord import app_commands
@@ -532,3 +534,134 @@ async def test_rest_lookups_edits_dms_and_unknown_routes(
     with pytest.raises(discord.NotFound):
         await bot.http.request(Route("GET", "/skus/{sku_id}/subscriptions", sku_id=1))
     assert [c.path for c in sandbox.unknown_routes] == ["/skus/1/subscriptions"]
+
+
+# -- sharding: several connections at once, each identifying its shard -------------------------
+
+
+async def raw_identify(sandbox: DiscordSandbox, shard: Any = None) -> tuple[int | None, list[dict[str, Any]]]:
+    """IDENTIFY over a bare websocket; returns (close code or None, the dispatches received)."""
+    identify: dict[str, Any] = {"token": TOKEN, "intents": 1, "properties": {}}
+    if shard is not None:
+        identify["shard"] = shard
+    frames: list[dict[str, Any]] = []
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{sandbox.gateway_url}?v=10&encoding=json") as ws,
+    ):
+        hello = await ws.receive_json(timeout=5)
+        assert hello["op"] == 10
+        await ws.send_json({"op": 2, "d": identify})
+        while True:
+            msg = await ws.receive(timeout=5)
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                return ws.close_code, frames
+            frame = json.loads(msg.data)
+            frames.append(frame)
+            guilds = [f for f in frames if f["t"] == "GUILD_CREATE"]
+            ready = next((f for f in frames if f["t"] == "READY"), None)
+            if ready is not None and len(guilds) == len(ready["d"]["guilds"]):
+                return None, frames
+
+
+async def test_identify_with_a_shard_gets_only_that_shards_guilds() -> None:
+    async with DiscordSandbox(token=TOKEN, shards=2, max_concurrency=4, max_guilds_per_shard=1) as sandbox:
+        first = sandbox.add_guild("on shard 0", shard=(0, 2))
+        second = sandbox.add_guild("on shard 1", shard=(1, 2))
+        assert (sandbox.shard_of(first, 2), sandbox.shard_of(second, 2)) == (0, 1)
+        assert (first.id >> 22) % 2 == 0 and (second.id >> 22) % 2 == 1
+
+        for shard_id, guild in ((0, first), (1, second)):
+            code, frames = await raw_identify(sandbox, [shard_id, 2])
+            assert code is None
+            ready = frames[0]
+            assert ready["t"] == "READY" and ready["d"]["shard"] == [shard_id, 2]
+            assert [g["id"] for g in ready["d"]["guilds"]] == [str(guild.id)]
+            assert [f["d"]["id"] for f in frames if f["t"] == "GUILD_CREATE"] == [str(guild.id)]
+
+        # Discord's close codes: an impossible shard, and one connection for more guilds than a shard may hold
+        for bad in ([2, 2], [-1, 2], [0, 0], [0], ["0", "2"]):
+            assert (await raw_identify(sandbox, bad))[0] == 4010, bad
+        assert (await raw_identify(sandbox))[0] == 4011
+        assert (await raw_identify(sandbox, [0, 1]))[0] == 4011
+
+        auth = {"Authorization": f"Bot {TOKEN}"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{sandbox.api_base}/gateway/bot", headers=auth) as r,
+        ):
+            body = await r.json()
+        assert body["shards"] == 2 and body["session_start_limit"]["max_concurrency"] == 4
+        assert body["session_start_limit"]["remaining"] == 1000 - len(sandbox.gateway.identifies)
+
+
+class ShardBot(commands.AutoShardedBot):
+    """One process's share of the shards; only the process on shard 0 syncs the commands."""
+
+    def __init__(self, label: str, shard_ids: list[int], shard_count: int) -> None:
+        super().__init__(
+            command_prefix="!",
+            intents=discord.Intents.default(),
+            shard_ids=shard_ids,
+            shard_count=shard_count,
+            guild_ready_timeout=0.05,
+            help_command=None,
+        )
+        self.label = label
+        self.tree.add_command(whoami)
+
+    async def setup_hook(self) -> None:
+        if 0 in (self.shard_ids or []):
+            await self.tree.sync()
+
+
+@app_commands.command(name="whoami", description="Which process and shard answered")
+async def whoami(interaction: discord.Interaction) -> None:
+    bot: ShardBot = interaction.client  # type: ignore[assignment]
+    shard = interaction.guild.shard_id if interaction.guild is not None else "dm"
+    await interaction.response.send_message(f"{bot.label} shard {shard}")
+
+
+async def test_three_processes_split_the_shards_and_answer_their_own_guilds(
+    sandbox: DiscordSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    guilds = [sandbox.add_guild(f"g{i}", shard=(i, 4)) for i in range(4)]
+    channels = [g.add_text_channel("general") for g in guilds]
+    alice = sandbox.add_user("alice")
+    members = [g.add_member("alice", user=alice) for g in guilds]
+    sandbox.patch_discord(monkeypatch)
+    # shards 0-1, 2 and 3 of 4: one bot each, connected to the same gateway at once
+    bots = {"low": ShardBot("low", [0, 1], 4), "two": ShardBot("two", [2], 4), "three": ShardBot("three", [3], 4)}
+    owner = ["low", "low", "two", "three"]
+    tasks = [asyncio.create_task(b.start(TOKEN)) for b in bots.values()]
+    try:
+        sessions = await sandbox.wait_shards(4, timeout=15)
+        assert {i: s.identify["shard"] for i, s in sessions.items()} == {i: [i, 4] for i in range(4)}
+        await asyncio.wait_for(asyncio.gather(*(b.wait_until_ready() for b in bots.values())), 10)
+        for name, bot in bots.items():
+            assert sorted(g.id for g in bot.guilds) == [g.id for i, g in enumerate(guilds) if owner[i] == name]
+        assert len(sandbox.calls_to("PUT", r"/commands$")) == 1  # one process synced
+
+        for i in range(4):
+            handle = await sandbox.invoke(guilds[i], channels[i], members[i], "whoami")
+            assert (await handle.wait_final_message()).content == f"{owner[i]} shard {i}"
+            assert handle.record.shard == (i, 4)
+        dm = await sandbox.invoke(None, None, alice, "whoami")
+        assert (await dm.wait_final_message()).content == "low shard dm" and dm.record.shard == (0, 4)
+
+        # a guild joined later reaches only the bot that owns its shard
+        joined = sandbox.add_guild("joined later", shard=(2, 4))
+        await sandbox.wait_for(lambda: bots["two"].get_guild(joined.id), 5, "the new guild on shard 2")
+        assert all(bots[n].get_guild(joined.id) is None for n in ("low", "three"))
+
+        # a dropped shard resumes its own session; the other shards' connections stay up
+        before = {i: s.connection for i, s in sessions.items()}
+        await sandbox.drop_connections(shard_id=3)
+        await sandbox.wait_for(lambda: sessions[3].resumes == 1 and sessions[3].live, 10, "shard 3 to resume")
+        assert [r["session_id"] for r in sandbox.gateway.resume_requests] == [sessions[3].session_id]
+        assert all(sessions[i].connection is before[i] for i in range(3))
+        handle = await sandbox.invoke(guilds[3], channels[3], members[3], "whoami")
+        assert (await handle.wait_final_message()).content == "three shard 3"
+    finally:
+        await asyncio.gather(*(b.close() for b in bots.values()))
+        await asyncio.wait_for(asyncio.gather(*tasks), 5)
