@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from bot.config import Settings
-
-yaml = pytest.importorskip("yaml", reason="PyYAML reads docker-compose.yml; it is not a dependency")
 
 COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 
