@@ -78,19 +78,19 @@ def page_reply(page: GalleryPage, owner: str, locale: str) -> Reply:
         if page.query:
             return Reply(content=t("gallery.empty.query", locale, query=page.query))
         return Reply(content=t("gallery.empty", locale))
+    many = ".many" if page.more else ""
     if page.query:
-        header = t("gallery.header.query", locale, query=page.query, total=page.total, sort=sort)
+        header = t(f"gallery.header.query{many}", locale, query=page.query, total=page.total, sort=sort)
     else:
-        header = t("gallery.header", locale, total=page.total, sort=sort)
+        header = t(f"gallery.header{many}", locale, total=page.total, sort=sort)
     embed, files = card_embed(page.card, owner, locale)
-    embed.set_footer(text=t("gallery.footer", locale, page=page.page + 1, pages=page.pages))
+    embed.set_footer(text=t(f"gallery.footer{many}", locale, page=page.page + 1, pages=page.pages))
     character_id = page.card.character.id
     view = discord.ui.View(timeout=None)
     letter = SORT_LETTERS[page.sort]
-    last = page.pages - 1
     for target, direction, label, disabled in (
         (max(page.page - 1, 0), "p", t("gallery.button.prev", locale), page.page == 0),
-        (min(page.page + 1, last), "n", t("gallery.button.next", locale), page.page >= last),
+        (page.page + 1 if page.has_next else page.page, "n", t("gallery.button.next", locale), not page.has_next),
     ):
         custom_id = PAGE_ID.format(sort=letter, page=target, direction=direction, query=page.query)
         view.add_item(

@@ -187,6 +187,22 @@ async def test_sorts_paging_and_usage_across_servers(env: Env, gallery: GalleryS
         await gallery.browse(OUTSIDER, "", "random", 0)
 
 
+async def test_past_the_count_cap_pages_go_on_while_a_next_card_exists(env: Env) -> None:
+    for name in ("Ann", "Ben", "Cid", "Dot"):
+        await publish(env, OWNER, name)
+    gallery = GalleryService(env.db, env.service, clock=env.clock, count_cap=2)
+    first = await gallery.browse(OUTSIDER, "", "name", 0)
+    assert (first.total, first.more, first.has_next, first.pages) == (2, True, True, 2)
+    third = await gallery.browse(OUTSIDER, "", "name", 2)
+    assert third.card is not None and third.card.character.original_name == "Cid" and third.has_next
+    last = await gallery.browse(OUTSIDER, "", "name", 3)
+    assert last.card is not None and last.card.character.original_name == "Dot" and not last.has_next
+    assert last.pages == 4
+    gone = await gallery.browse(OUTSIDER, "", "name", 40)  # a deep page after the gallery shrank
+    assert gone.page == 0 and gone.card is not None and gone.card.character.original_name == "Ann"
+    assert await store.count(env.db, None, 3) == 3 and await store.count(env.db, None, 10) == 4
+
+
 async def test_import_from_a_card_then_the_card_is_gone_for_a_second_import(env: Env, gallery: GalleryService) -> None:
     fox = await publish(env, OWNER, "Fox")
     view = await gallery.import_from_card(OUTSIDER, fox, "Vulpes")
@@ -319,13 +335,13 @@ async def test_an_existing_database_upgrades_with_its_characters_searchable_and_
         assert [r.character.name for r in await store.search(db, store.match_expression("zoe"), "name", 10, 0)] == [
             "Zoë"
         ]
-        assert await store.count(db, store.match_expression("cello")) == 2
+        assert await store.count(db, store.match_expression("cello"), 10) == 2
         assert await store.usage(db, 1) == store.Usage(videos=3, servers=2)
         await add_job(db, 3, [1, 2], 6.0)  # counted by the trigger from now on
         assert await store.usage(db, 1) == store.Usage(videos=4, servers=3)
         assert await store.usage(db, 2) == store.Usage(videos=1, servers=1)
         await db.execute("UPDATE characters SET description = 'sings' WHERE id = 2")
-        assert await store.count(db, store.match_expression("cello")) == 1
-        assert await store.count(db, store.match_expression("sings")) == 1
+        assert await store.count(db, store.match_expression("cello"), 10) == 1
+        assert await store.count(db, store.match_expression("sings"), 10) == 1
     finally:
         await db.close()

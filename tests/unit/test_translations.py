@@ -42,6 +42,7 @@ SAME_AS_ENGLISH = {
     "status.prompt",
     "status.state",
     "gallery.footer",
+    "gallery.footer.many",
     "gallery.field.tags",
     "gallery.edited.field.tags",
     "gallery.edited.field.video",

@@ -50,6 +50,7 @@ from bot.store.characters import Listed
 SORTS = ("popular", "newest", "name")
 MAX_QUERY = 60  # characters of a search (it rides in the page buttons' custom ids)
 MAX_TAGS = 8
+COUNT_CAP = 1000  # matches counted exactly; past it, "more than 1,000"
 TAG_MIN, TAG_MAX = 2, 24
 CLEAR = "-"  # `description:-` or `tags:-` removes them
 
@@ -102,6 +103,8 @@ class GalleryPage:
     pages: int
     total: int
     card: GalleryCard | None  # None: nothing matches
+    more: bool = False  # more than `total` (COUNT_CAP) match; `pages` is then a lower bound
+    has_next: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,8 +148,16 @@ def split_tags(stored: str) -> tuple[str, ...]:
 
 
 class GalleryService:
-    def __init__(self, db: Database, characters: CharacterService, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        db: Database,
+        characters: CharacterService,
+        *,
+        clock: Callable[[], float] = time.time,
+        count_cap: int = COUNT_CAP,
+    ) -> None:
         self._db = db
+        self._count_cap = count_cap
         self._chars = characters
         self._files = characters._files
         self._clock = clock
@@ -154,18 +165,26 @@ class GalleryService:
     # --- browse -----------------------------------------------------------------------------------
 
     async def browse(self, actor: Actor, query: str = "", sort: str = "popular", page: int = 0) -> GalleryPage:
-        """One card of the gallery, `page` of the matches in `sort` order."""
+        """One card of the gallery, `page` of the matches in `sort` order. Past `count_cap` matches
+        the total is "more than count_cap" and the next page exists while a next row does."""
         self._chars._guild(actor)
         if sort not in SORTS:
             raise BadChoice("sort", sort)
         query = " ".join(query.split())[:MAX_QUERY]
         match = store.match_expression(query)
-        total = await store.count(self._db, match) if match is not None or query == "" else 0
-        pages = max(1, total)
-        page = min(max(page, 0), pages - 1)
-        rows = await store.search(self._db, match, sort, 1, page) if total else []
+        if match is None and query:
+            return GalleryPage(query, sort, 0, 1, 0, None)  # nothing searchable was typed
+        total = await store.count(self._db, match, self._count_cap + 1)
+        more = total > self._count_cap
+        total = min(total, self._count_cap)
+        page = max(page, 0) if more else min(max(page, 0), max(total - 1, 0))
+        rows = await store.search(self._db, match, sort, 2, page, broad=more) if total else []
+        if not rows and page > 0:  # the gallery shrank under a deep page: back to the first
+            page = 0
+            rows = await store.search(self._db, match, sort, 2, 0, broad=more)
         card = await self._card(actor, rows[0]) if rows else None
-        return GalleryPage(query, sort, page, pages, total, card)
+        pages = max(1, total) if not more else max(total, page + len(rows))
+        return GalleryPage(query, sort, page, pages, total, card, more=more, has_next=len(rows) > 1)
 
     async def card(self, actor: Actor, character_id: int) -> GalleryCard:
         """A card's details (its Info button), while the character is in the gallery."""
