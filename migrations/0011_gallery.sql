@@ -5,11 +5,12 @@ ALTER TABLE characters ADD COLUMN tags TEXT NOT NULL DEFAULT '';
 -- Full-text search over every character's name, description and tags (the gallery query keeps
 -- only the public, live ones). External content: the text lives once, in `characters`; the
 -- triggers below keep the index in step. remove_diacritics 2 folds "Zoë" and "Zoe" together,
--- unicode61 folds case.
+-- unicode61 folds case. Prefix indexes of 2 and 3 letters: a member types the start of a word.
 CREATE VIRTUAL TABLE character_search USING fts5(
     name, description, tags,
     content = 'characters', content_rowid = 'id',
-    tokenize = "unicode61 remove_diacritics 2"
+    tokenize = "unicode61 remove_diacritics 2",
+    prefix = '2 3'
 );
 INSERT INTO character_search (rowid, name, description, tags) SELECT id, name, description, tags FROM characters;
 
