@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Any
 
 import discord
@@ -32,6 +33,8 @@ from bot.ui.replies import actor_of, locale_of, report_error
 log = logging.getLogger(__name__)
 
 Button = discord.ui.Button[discord.ui.View]
+OWNER_NAME_TTL = 3600.0  # seconds a fetched display name is reused
+OWNER_NAMES_KEPT = 2048
 
 
 class ImportModal(discord.ui.Modal):
@@ -61,6 +64,8 @@ class GalleryActions:
     def __init__(self, client: discord.Client, gallery: GalleryService) -> None:
         self._client = client
         self._gallery = gallery
+        # owner id -> (display name, when looked up): a page turn costs no REST call for a while
+        self._owners: dict[int, tuple[str, float]] = {}
 
     async def browse(self, interaction: discord.Interaction[Any], query: str, sort: str) -> None:
         """/character browse (deferred by the cog): the first card."""
@@ -90,13 +95,21 @@ class GalleryActions:
             return ""
         owner_id = card.character.owner_id
         user = self._client.get_user(owner_id)
-        if user is None:
-            try:
-                user = await self._client.fetch_user(owner_id)
-            except discord.HTTPException as exc:
-                log.info("owner %s of a gallery card not found: %s", owner_id, exc.status)
-                return f"<@{owner_id}>"
-        return discord.utils.escape_markdown(user.display_name)
+        if user is not None:
+            return discord.utils.escape_markdown(user.display_name)
+        known = self._owners.get(owner_id)
+        if known is not None and time.monotonic() - known[1] < OWNER_NAME_TTL:
+            return known[0]
+        try:
+            fetched = await self._client.fetch_user(owner_id)
+        except discord.HTTPException as exc:
+            log.info("owner %s of a gallery card not found: %s", owner_id, exc.status)
+            return f"<@{owner_id}>"  # in an embed: shown as a mention, never a ping
+        name = discord.utils.escape_markdown(fetched.display_name)
+        if len(self._owners) >= OWNER_NAMES_KEPT:
+            self._owners.clear()
+        self._owners[owner_id] = (name, time.monotonic())
+        return name
 
 
 class _GalleryButton(discord.ui.DynamicItem[Button], template=r"castbot:gal:(?P<rest>x)"):
