@@ -36,16 +36,18 @@ CREATE TABLE character_usage (
     PRIMARY KEY (character_id, guild_id)
 ) WITHOUT ROWID;
 INSERT INTO character_usage (character_id, guild_id, videos)
-SELECT CAST(json_extract(c.value, '$.id') AS INTEGER), jobs.guild_id, COUNT(*)
+SELECT ch.id, jobs.guild_id, COUNT(DISTINCT jobs.id)
 FROM jobs, json_each(jobs.request_json, '$.characters') c
-WHERE json_extract(c.value, '$.id') IN (SELECT id FROM characters)
+JOIN characters ch ON ch.id = json_extract(c.value, '$.id')
 GROUP BY 1, 2;
 
+-- Only characters that exist: a job naming anything else must still be admitted.
 CREATE TRIGGER character_usage_count AFTER INSERT ON jobs BEGIN
     INSERT INTO character_usage (character_id, guild_id, videos)
-    SELECT DISTINCT CAST(json_extract(c.value, '$.id') AS INTEGER), NEW.guild_id, 1
+    SELECT DISTINCT ch.id, NEW.guild_id, 1
     FROM json_each(NEW.request_json, '$.characters') c
-    WHERE json_extract(c.value, '$.id') IS NOT NULL
+    JOIN characters ch ON ch.id = json_extract(c.value, '$.id')
+    WHERE true
     ON CONFLICT (character_id, guild_id) DO UPDATE SET videos = videos + 1;
 END;
 

@@ -330,14 +330,15 @@ async def test_an_existing_database_upgrades_with_its_characters_searchable_and_
                 (i, name, name.casefold(), name_skeleton(name), float(i)),
             )
         for guild in (1, 2, 2):
-            await add_job(db, guild, [1], 5.0)
+            await add_job(db, guild, [1, 1], 5.0)  # a character named twice is one video
         assert await db.migrate() == len(discover_migrations())
         assert [r.character.name for r in await store.search(db, store.match_expression("zoe"), "name", 10, 0)] == [
             "Zoë"
         ]
         assert await store.count(db, store.match_expression("cello"), 10) == 2
         assert await store.usage(db, 1) == store.Usage(videos=3, servers=2)
-        await add_job(db, 3, [1, 2], 6.0)  # counted by the trigger from now on
+        await add_job(db, 3, [1, 2, 1, 99], 6.0)  # counted by the trigger from now on, once a job
+        # a job naming a character that does not exist is still admitted (and counts for nobody)
         assert await store.usage(db, 1) == store.Usage(videos=4, servers=3)
         assert await store.usage(db, 2) == store.Usage(videos=1, servers=1)
         await db.execute("UPDATE characters SET description = 'sings' WHERE id = 2")
