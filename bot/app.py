@@ -18,6 +18,7 @@ from discord.ext import commands
 from bot.actions import Actions
 from bot.actions.characters import CharacterActions
 from bot.actions.delivery import DeliveryActions
+from bot.actions.gallery import GalleryActions
 from bot.actions.generation import GenerationActions
 from bot.config import Settings
 from bot.db import Database
@@ -28,6 +29,7 @@ from bot.providers.base import VideoProvider
 from bot.services.about import AboutService
 from bot.services.budget import BudgetService
 from bot.services.characters import CharacterService
+from bot.services.characters.gallery import GalleryService
 from bot.services.characters.text import shown
 from bot.services.delivery import DeliveryService
 from bot.services.dispatcher import Dispatcher
@@ -65,6 +67,7 @@ class Services:
     about: AboutService
     budget: BudgetService
     characters: CharacterService
+    gallery: GalleryService
     generation: GenerationService
     tracker: Tracker
     delivery: DeliveryService
@@ -132,6 +135,7 @@ def build_services(
         about=AboutService(settings, db, providers, health, storage=storage),
         budget=budget,
         characters=characters,
+        gallery=GalleryService(db, characters),
         generation=generation,
         tracker=tracker,
         delivery=delivery,
@@ -164,6 +168,7 @@ def build_actions(client: discord.Client, services: Services) -> Actions:
         generation=GenerationActions(client, services.generation, services.guilds, delivery, services.wake_loop),
         delivery=delivery,
         characters=CharacterActions(services.characters),
+        gallery=GalleryActions(client, services.gallery),
     )
 
 

@@ -1,4 +1,4 @@
-"""/character create|extract|list|info|share|delete|import and the "Make character" message menu."""
+"""/character create|extract|list|info|share|delete|import|browse|edit and the "Make character" message menu."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.actions.buttons import PageButton
+from bot.actions.gallery import GALLERY_BUTTONS
 from bot.app import Castbot
 from bot.i18n import t
 from bot.services.characters import CharacterService, Upload
 from bot.services.characters.errors import UploadRefused
+from bot.services.characters.gallery import MAX_QUERY
 from bot.ui.characters import (
     COG_NAME,
     Reply,
@@ -26,6 +28,7 @@ from bot.ui.characters import (
     send,
     shared_reply,
 )
+from bot.ui.gallery import edited_reply
 from bot.ui.replies import actor_of, locale_of
 from bot.ui.translator import cmd
 
@@ -42,6 +45,11 @@ SCOPE_CHOICES = [
     app_commands.Choice(name=cmd("cmd.character.choice.scope.server"), value="server"),
     app_commands.Choice(name=cmd("cmd.character.choice.scope.mine"), value="mine"),
     app_commands.Choice(name=cmd("cmd.character.choice.scope.community"), value="community"),
+]
+SORT_CHOICES = [
+    app_commands.Choice(name=cmd("cmd.character.choice.sort.popular"), value="popular"),
+    app_commands.Choice(name=cmd("cmd.character.choice.sort.newest"), value="newest"),
+    app_commands.Choice(name=cmd("cmd.character.choice.sort.by_name"), value="name"),
 ]
 
 
@@ -70,11 +78,11 @@ class CharactersCog(commands.Cog, name=COG_NAME):
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self.make_menu)
-        self.bot.add_dynamic_items(PageButton)
+        self.bot.add_dynamic_items(PageButton, *GALLERY_BUTTONS)
 
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self.make_menu.name, type=self.make_menu.type)
-        self.bot.remove_dynamic_items(PageButton)
+        self.bot.remove_dynamic_items(PageButton, *GALLERY_BUTTONS)
 
     # --- create -----------------------------------------------------------------------------------
 
@@ -217,6 +225,61 @@ class CharactersCog(commands.Cog, name=COG_NAME):
     @delete.autocomplete("name")
     async def _deletable_names(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
         choices = await self.service.autocomplete(actor_of(interaction), current, "delete")
+        return name_choices(choices, locale_of(interaction))
+
+    # --- the community gallery and editing (bot/services/characters/gallery.py) -------------------
+
+    @character.command(name=cmd("cmd.character.browse.name"), description=cmd("cmd.character.browse.description"))
+    @app_commands.rename(query=cmd("cmd.character.opt.query"), sort=cmd("cmd.character.opt.sort"))
+    @app_commands.describe(query=cmd("cmd.character.opt.query.about"), sort=cmd("cmd.character.opt.sort.about"))
+    @app_commands.choices(sort=SORT_CHOICES)
+    async def browse(
+        self,
+        interaction: Interaction,
+        query: app_commands.Range[str, 1, MAX_QUERY] | None = None,
+        sort: app_commands.Choice[str] | None = None,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await self.bot.actions.gallery.browse(interaction, query or "", sort.value if sort else "popular")
+
+    @character.command(name=cmd("cmd.character.edit.name"), description=cmd("cmd.character.edit.description"))
+    @app_commands.rename(
+        name=cmd("cmd.character.opt.name"),
+        new_name=cmd("cmd.character.opt.new_name"),
+        description=cmd("cmd.character.opt.description"),
+        tags=cmd("cmd.character.opt.tags"),
+        video=cmd("cmd.character.opt.video"),
+    )
+    @app_commands.describe(
+        name=cmd("cmd.character.opt.name.own"),
+        new_name=cmd("cmd.character.opt.new_name.about"),
+        description=cmd("cmd.character.opt.description.edit"),
+        tags=cmd("cmd.character.opt.tags.about"),
+        video=cmd("cmd.character.opt.video.edit"),
+    )
+    async def edit(
+        self,
+        interaction: Interaction,
+        name: app_commands.Range[str, 1, 100],
+        new_name: app_commands.Range[str, 1, 100] | None = None,
+        description: app_commands.Range[str, 1, 500] | None = None,
+        tags: app_commands.Range[str, 1, 300] | None = None,
+        video: discord.Attachment | None = None,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        edited = await self.bot.services.gallery.edit(
+            actor_of(interaction),
+            name,
+            new_name=new_name,
+            description=description,
+            tags=tags,
+            upload=upload_of(video) if video is not None else None,
+        )
+        await send(interaction, edited_reply(edited, locale_of(interaction)))
+
+    @edit.autocomplete("name")
+    async def _editable_names(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
+        choices = await self.service.autocomplete(actor_of(interaction), current, "share")
         return name_choices(choices, locale_of(interaction))
 
 

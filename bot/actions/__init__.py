@@ -16,6 +16,7 @@ import discord
 if TYPE_CHECKING:  # the modules below import `actions_of` from here
     from bot.actions.characters import CharacterActions
     from bot.actions.delivery import DeliveryActions
+    from bot.actions.gallery import GalleryActions
     from bot.actions.generation import GenerationActions
 
 
@@ -24,6 +25,7 @@ class Actions:
     generation: GenerationActions
     delivery: DeliveryActions
     characters: CharacterActions
+    gallery: GalleryActions
 
 
 def actions_of(interaction: discord.Interaction[Any]) -> Actions:

@@ -6,7 +6,9 @@ The janitor (`sweep`, run by the delivery loop through `maybe_sweep`) deletes
   they are older than VIDEO_RETENTION_DAYS, then the oldest first while DATA_DIR is larger than
   DATA_MAX_GB;
 - the clip (unless another character shares it) and frames of soft-deleted characters, after the
-  same retention, and the oldest deleted first when videos alone cannot bring DATA_DIR under.
+  same retention, and the oldest deleted first when videos alone cannot bring DATA_DIR under;
+- the clip and frames /character edit replaced, at the first pass when no open job names the
+  character any more.
 Live characters' files are never deleted, nor anything a job in progress refers to: every
 deletion is checked against `bot.store.storage.protected_paths` (read once a pass: see `_sweep`)
 and never leaves DATA_DIR. Each deletion is recorded (`result_purged_at`, `files_purged_at`) after
@@ -219,6 +221,8 @@ class StorageService:
             size = await self._delete_character_files(character, protected)
             if size is not None:
                 characters, freed = characters + 1, freed + size
+        for retired in await store.retired_files(self._db):
+            freed += await self._delete_retired_files(retired, protected) or 0
         freed += await asyncio.to_thread(_remove_stale, self.data_dir / "tmp", now - STALE_TMP_SECONDS)
         used = await asyncio.to_thread(_tree_size, self.data_dir)
         if used > self._max_bytes:
@@ -309,6 +313,27 @@ class StorageService:
                 await asyncio.to_thread(folder.rmdir)  # only when empty
             async with self._db.transaction() as conn:
                 await store.mark_character_files_deleted(conn, character.character_id, self._clock())
+            return size
+
+    async def _delete_retired_files(self, retired: store.RetiredFiles, protected: store.Protected) -> int | None:
+        """The clip and frames /character edit replaced, once no open job names the character;
+        never a file a live character uses now (the same clip, made again or edited back)."""
+        async with self._locks.hold(retired.clip_sha256):
+            shared = await store.clip_used_by_live(self._db, retired.clip_path)
+            listed = [
+                p
+                for p in (retired.clip_path, *retired.frame_paths)
+                if p not in protected.character_files and not (shared and p == retired.clip_path)
+            ]
+            files = [self._path(p) for p in listed]
+            if not all(self._inside(f) for f in files):
+                log.warning("character %d: a replaced file is outside DATA_DIR; not deleting it", retired.character_id)
+                return None
+            size = await asyncio.to_thread(_remove_files, files)
+            if size is None:
+                return None
+            async with self._db.transaction() as conn:
+                await store.mark_retired_deleted(conn, retired.id, self._clock())
             return size
 
     def _local_render(self, video: store.KeptVideo) -> Path | None:

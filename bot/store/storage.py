@@ -8,7 +8,8 @@ Files on disk are referenced from two tables:
 A video may go once its job is finished and its final message was posted (`notified_at`); a
 character's files once it is soft-deleted. Whatever an open job or a live character refers to
 is *protected*: `protected_paths` is the one place that rule is written, and the janitor checks
-every deletion against it.
+every deletion against it. A clip and frames that /character edit replaced are recorded in
+`character_retired_files` and may go once no open job names their character (`retired_files`).
 """
 
 from __future__ import annotations
@@ -165,3 +166,39 @@ async def video_deleted(source: Source, job_id: int) -> bool:
     """The janitor deleted this job's video."""
     rows = await _all(source, "SELECT 1 FROM jobs WHERE id = ? AND result_purged_at IS NOT NULL", (job_id,))
     return bool(rows)
+
+
+@dataclass(frozen=True)
+class RetiredFiles:
+    id: int
+    character_id: int
+    clip_sha256: str
+    clip_path: str
+    frame_paths: tuple[str, ...]
+
+
+async def retired_files(source: Source) -> list[RetiredFiles]:
+    """Files /character edit replaced, not yet deleted, whose character no open job names (a job
+    sent before the edit may still read them), oldest first."""
+    rows = await _all(
+        source,
+        "SELECT id, character_id, clip_sha256, clip_path, frame_paths FROM character_retired_files "
+        "WHERE purged_at IS NULL AND character_id NOT IN (SELECT json_extract(c.value, '$.id') "
+        f"FROM jobs, json_each(jobs.request_json, '$.characters') c WHERE jobs.state IN ({_marks(_OPEN)})) "
+        "ORDER BY retired_at, id",
+        _OPEN,
+    )
+    return [
+        RetiredFiles(
+            id=r["id"],
+            character_id=r["character_id"],
+            clip_sha256=r["clip_sha256"],
+            clip_path=r["clip_path"],
+            frame_paths=tuple(json.loads(r["frame_paths"])),
+        )
+        for r in rows
+    ]
+
+
+async def mark_retired_deleted(conn: aiosqlite.Connection, retired_id: int, now: float) -> None:
+    await conn.execute("UPDATE character_retired_files SET purged_at = ? WHERE id = ?", (now, retired_id))

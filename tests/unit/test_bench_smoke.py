@@ -36,6 +36,7 @@ BENCHES = {
     "autocomplete": ["end to end through the Discord sandbox", "| delete  | no match"],
     "restart": ["accepting commands (first /jobs acknowledged)", "held jobs; all of them"],
     "encode": ["| 1   |", "acknowledged 10/10 while encoding", "fitted videos delivered 1/1"],
+    "gallery_search": ["| an accented name without accents | popular | 1    | 1 ", "| a tag (#tag)"],
 }
 # the heavier mode, so both paths stay runnable
 EXTRA_ARGS = {"ack_burst": ["--discord-pace"], "tracking_scale": ["--webhooks"]}

@@ -41,16 +41,32 @@ SAME_AS_ENGLISH = {
     "characters.field.clip",
     "status.prompt",
     "status.state",
+    "gallery.footer",
+    "gallery.footer.many",
+    "gallery.field.tags",
+    "gallery.edited.field.tags",
+    "gallery.edited.field.video",
+    "gallery.edited.field.description",
 }
 
 # Modal titles and labels are cut at 45 characters by Discord; button labels at 80.
-MODAL_TEXTS = ("characters.make.title", "characters.make.name", "characters.make.description")
+MODAL_TEXTS = (
+    "characters.make.title",
+    "characters.make.name",
+    "characters.make.description",
+    "gallery.import.alias",
+)
 BUTTON_TEXTS = (
     "button.cancel",
     "button.reroll",
     "button.make_character",
     "characters.page.prev",
     "characters.page.next",
+    "gallery.button.prev",
+    "gallery.button.next",
+    "gallery.button.import",
+    "gallery.button.info",
+    "gallery.button.report",
 )
 
 

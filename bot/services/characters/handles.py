@@ -89,6 +89,10 @@ class HandleRegistry:
             await self.save(character.character_id, handle)
             return handle
 
+    def forget(self, character_id: int) -> None:
+        """The character's clip changed (/character edit): its old upload URL must not be sent."""
+        self._clip_urls.pop(character_id, None)
+
     async def _known(self, character: UsableCharacter, provider: str) -> CharacterHandle | None:
         """The stored handle; a stored refusal is raised again (no new upload)."""
         for row in await store.handles(self._db, [character.character_id]):

@@ -1,0 +1,167 @@
+"""The community gallery (public characters of every guild, searched and sorted) and the writes of
+/character edit.
+
+A character is *in the gallery* while it is public, live, not hidden after reports and not taken
+down (`IN_GALLERY`). Search uses the FTS5 table `character_search` (migrations/0011): name,
+description and tags, case- and accent-insensitive, each typed word a prefix; the three orders walk
+partial indexes of the public characters, so a page costs the same at 100,000 cards as at 10.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from bot.store.characters import _CHARACTER_COLUMNS, CharacterRow, Source, _all, _character, _one
+
+IN_GALLERY = "visibility = 'public' AND deleted_at IS NULL AND hidden_at IS NULL AND taken_down_at IS NULL"
+ORDERS = {
+    "popular": "uses DESC, id DESC",
+    "newest": "created_at DESC, id DESC",
+    "name": "name_key, id",
+}
+MAX_TERMS = 8  # words of a search; more add nothing but cost
+_WORD = re.compile(r"#?[\w-]+")
+
+
+@dataclass(frozen=True)
+class GalleryRow:
+    character: CharacterRow
+    tags: str  # comma-separated, normalised (bot.services.characters.gallery.parse_tags)
+
+
+@dataclass(frozen=True)
+class Usage:
+    videos: int
+    servers: int
+
+
+def match_expression(text: str) -> str | None:
+    """An FTS5 query for what a member typed: every word must match (as a prefix) in the name,
+    description or tags; `#word` matches a tag only. None when nothing searchable was typed.
+
+    Words are quoted, so nothing typed is read as FTS5 syntax (AND, NEAR, column filters, *)."""
+    terms = []
+    for word in _WORD.findall(text)[:MAX_TERMS]:
+        tag = word.startswith("#")
+        word = word.lstrip("#").strip("-")
+        if not any(ch.isalnum() for ch in word):
+            continue
+        quoted = '"' + word.replace('"', '""') + '"'
+        terms.append(f"tags : {quoted}" if tag else f"{quoted} *")
+    return " AND ".join(terms) if terms else None
+
+
+def _filter(match: str | None, *, broad: bool = False) -> tuple[str, dict[str, Any]]:
+    if match is None:
+        return IN_GALLERY, {}
+    # `+id`: a filter on rows the index walk finds; a bare `id IN` would make SQLite probe the
+    # index once per (uses value, matching id) pair instead, hundreds of times slower
+    column = "+id" if broad else "id"
+    return (
+        f"{IN_GALLERY} AND {column} IN (SELECT rowid FROM character_search WHERE character_search MATCH :match)",
+        {"match": match},
+    )
+
+
+async def search(
+    source: Source, match: str | None, sort: str, limit: int, offset: int, *, broad: bool = False
+) -> list[GalleryRow]:
+    """A page of cards. SQLite reads a search's matches and sorts them, which is right for a few
+    hundred; `broad` (more than the count cap match) walks the order's index instead and keeps the
+    rows that match, so a word in half the descriptions costs about as much as no search."""
+    where, params = _filter(match, broad=broad)
+    index = f"INDEXED BY characters_gallery_{sort}" if broad and match is not None else ""
+    rows = await _all(
+        source,
+        f"SELECT {_CHARACTER_COLUMNS}, tags FROM characters {index} WHERE {where} "
+        f"ORDER BY {ORDERS[sort]} LIMIT :limit OFFSET :offset",
+        {**params, "limit": limit, "offset": offset},
+    )
+    return [GalleryRow(_character(r), str(r["tags"])) for r in rows]
+
+
+async def count(source: Source, match: str | None, cap: int) -> int:
+    """How many cards match, counting no further than `cap`: an exact count reads every matching
+    row (hidden and taken-down cards are not in any index), which at 100,000 public characters
+    costs more than the page itself."""
+    where, params = _filter(match)
+    row = await _one(
+        source, f"SELECT COUNT(*) FROM (SELECT 1 FROM characters WHERE {where} LIMIT :cap)", {**params, "cap": cap}
+    )
+    return int(row[0]) if row else 0
+
+
+async def in_gallery(source: Source, character_id: int) -> GalleryRow | None:
+    """The character, if it is in the gallery now."""
+    row = await _one(
+        source,
+        f"SELECT {_CHARACTER_COLUMNS}, tags FROM characters WHERE id = :id AND {IN_GALLERY}",
+        {"id": character_id},
+    )
+    return None if row is None else GalleryRow(_character(row), str(row["tags"]))
+
+
+async def tags_of(source: Source, character_id: int) -> str:
+    row = await _one(source, "SELECT tags FROM characters WHERE id = ?", (character_id,))
+    return str(row[0]) if row else ""
+
+
+async def usage(source: Source, character_id: int) -> Usage:
+    row = await _one(
+        source,
+        "SELECT COALESCE(SUM(videos), 0), COUNT(*) FROM character_usage WHERE character_id = ?",
+        (character_id,),
+    )
+    return Usage(int(row[0]), int(row[1])) if row else Usage(0, 0)
+
+
+# --- /character edit ------------------------------------------------------------------------------
+
+
+async def rename(conn: aiosqlite.Connection, character_id: int, name: str, key: str, skeleton: str, now: float) -> None:
+    await conn.execute(
+        "UPDATE characters SET name = ?, name_key = ?, name_skeleton = ?, updated_at = ? WHERE id = ?",
+        (name, key, skeleton, now, character_id),
+    )
+
+
+async def set_description(conn: aiosqlite.Connection, character_id: int, description: str, now: float) -> None:
+    await conn.execute(
+        "UPDATE characters SET description = ?, updated_at = ? WHERE id = ?", (description, now, character_id)
+    )
+
+
+async def set_tags(conn: aiosqlite.Connection, character_id: int, tags: str, now: float) -> None:
+    await conn.execute("UPDATE characters SET tags = ?, updated_at = ? WHERE id = ?", (tags, now, character_id))
+
+
+async def replace_clip(
+    conn: aiosqlite.Connection,
+    old: CharacterRow,
+    *,
+    clip_sha256: str,
+    clip_path: str,
+    clip_duration: float,
+    best_window_start: float,
+    frame_paths: Sequence[str],
+    now: float,
+) -> None:
+    """Point the character at its new clip and frames, record the old files for the janitor, and
+    drop its provider handles: each provider registers the new clip at the character's next use."""
+    await conn.execute(
+        "INSERT INTO character_retired_files (character_id, clip_sha256, clip_path, frame_paths, retired_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (old.id, old.clip_sha256, old.clip_path, json.dumps(list(old.frame_paths)), now),
+    )
+    await conn.execute(
+        "UPDATE characters SET clip_sha256 = ?, clip_path = ?, clip_duration = ?, best_window_start = ?, "
+        "frame_paths = ?, updated_at = ? WHERE id = ?",
+        (clip_sha256, clip_path, clip_duration, best_window_start, json.dumps(list(frame_paths)), now, old.id),
+    )
+    await conn.execute("DELETE FROM character_handles WHERE character_id = ?", (old.id,))
