@@ -19,6 +19,7 @@ from bot.actions import Actions
 from bot.actions.characters import CharacterActions
 from bot.actions.delivery import DeliveryActions
 from bot.actions.generation import GenerationActions
+from bot.actions.reports import ReportActions
 from bot.config import Settings
 from bot.db import Database
 from bot.domain.money import BadAmount
@@ -41,6 +42,7 @@ from bot.services.metrics import Metrics
 from bot.services.server_settings import SettingsService
 from bot.services.storage import StorageService
 from bot.services.tracking import Tracker
+from bot.services.trust import TrustService
 from bot.services.webhooks import FalKeys, WebhookService
 from bot.ui.replies import fit_content, locale_of, reply
 from bot.ui.translator import CastbotTranslator
@@ -75,6 +77,7 @@ class Services:
     metrics: Metrics
     liveness: LivenessService
     webhooks: WebhookService
+    trust: TrustService
     loop_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
     def wake_loop(self) -> None:
@@ -148,6 +151,7 @@ def build_services(
             fal_keys=FalKeys(http_client, f"{settings.fal_rest_url}/.well-known/jwks.json"),
             min_gap=settings.poll_min_seconds,
         ),
+        trust=TrustService(db, guilds, operators=settings.operator_user_ids, threshold=settings.report_threshold),
         loop_wakeup=wakeup,
     )
 
@@ -157,10 +161,12 @@ def build_actions(client: discord.Client, services: Services) -> Actions:
     delivery = DeliveryActions(
         client, services.delivery, services.generation, services.guilds, services.wake_loop, services.encoding
     )
+    delivery.reportable = services.trust.reportable_job  # a Report button on videos of shared characters
     return Actions(
         generation=GenerationActions(client, services.generation, services.guilds, delivery, services.wake_loop),
         delivery=delivery,
         characters=CharacterActions(services.characters),
+        reports=ReportActions(client, services.trust),
     )
 
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # the modules below import `actions_of` from here
     from bot.actions.characters import CharacterActions
     from bot.actions.delivery import DeliveryActions
     from bot.actions.generation import GenerationActions
+    from bot.actions.reports import ReportActions
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Actions:
     generation: GenerationActions
     delivery: DeliveryActions
     characters: CharacterActions
+    reports: ReportActions
 
 
 def actions_of(interaction: discord.Interaction[Any]) -> Actions:

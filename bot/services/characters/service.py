@@ -82,6 +82,7 @@ from bot.services.characters.values import (
 )
 from bot.services.guilds import GuildService
 from bot.services.storage import StorageService, refused_when_full
+from bot.services.trust_rules import check_importable, taken_down_among
 from bot.store import characters as store
 from bot.store.characters import CharacterRow, Listed, Reach
 
@@ -372,6 +373,9 @@ class CharacterService:
             if names is None:
                 names = await store.usable_names(self._db, guild_id, actor.user_id)
             problems.append(UnusableName(key, Unusable.UNKNOWN, tuple(close_matches(key, names))))
+        # an operator's takedown stops a character everywhere, its own server included
+        down = await taken_down_among(self._db, [u.character_id for u in usable])
+        problems += [UnusableName(u.key, Unusable.TAKEN_DOWN) for u in usable if u.character_id in down]
         if problems:
             raise UnknownCharacters(problems)
         return usable
@@ -522,6 +526,7 @@ class CharacterService:
             raise UnknownShareCode(code)  # the same answer whether it never existed or is private now
         if row.guild_id == guild_id:
             raise ImportFromSameGuild(row.name)
+        await check_importable(self._db, guild_id, row)
         existing = await store.import_of(self._db, guild_id, row.id)
         if existing is not None:
             raise AlreadyImported(existing.alias)
