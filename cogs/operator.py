@@ -42,6 +42,7 @@ class OperatorCog(commands.Cog):
         self.bot.remove_dynamic_items(*REPORT_ITEMS)
 
     @operator.command(name=cmd("cmd.operator.takedown.name"), description=cmd("cmd.operator.takedown.description"))
+    @app_commands.rename(code=cmd("cmd.character.opt.code"))
     @app_commands.describe(code=cmd("cmd.operator.opt.code"))
     async def takedown(self, interaction: Interaction, code: app_commands.Range[str, 1, 40]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -51,6 +52,7 @@ class OperatorCog(commands.Cog):
         )
 
     @operator.command(name=cmd("cmd.operator.restore.name"), description=cmd("cmd.operator.restore.description"))
+    @app_commands.rename(code=cmd("cmd.character.opt.code"))
     @app_commands.describe(code=cmd("cmd.operator.opt.code"))
     async def restore(self, interaction: Interaction, code: app_commands.Range[str, 1, 40]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
