@@ -1,5 +1,5 @@
 """/operator takedown|restore|reports (OPERATOR_USER_IDS only, in any server or a DM), and the
-registration of the Report button and its reason picker.
+registration of the trust buttons: Report, its reason picker, and the owner's consent button.
 
 Discord hides the group from members without Administrator (default_member_permissions 0), but
 cannot hide a command from a server's admins per user: the service checks OPERATOR_USER_IDS on
@@ -12,6 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.actions.consent import ConsentButton
 from bot.actions.reports import REPORT_ITEMS
 from bot.app import Castbot
 from bot.services.trust import TrustService
@@ -36,10 +37,10 @@ class OperatorCog(commands.Cog):
         self.service = service
 
     async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(*REPORT_ITEMS)
+        self.bot.add_dynamic_items(*REPORT_ITEMS, ConsentButton)
 
     async def cog_unload(self) -> None:
-        self.bot.remove_dynamic_items(*REPORT_ITEMS)
+        self.bot.remove_dynamic_items(*REPORT_ITEMS, ConsentButton)
 
     @operator.command(name=cmd("cmd.operator.takedown.name"), description=cmd("cmd.operator.takedown.description"))
     @app_commands.rename(code=cmd("cmd.character.opt.code"))

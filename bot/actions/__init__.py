@@ -15,6 +15,7 @@ import discord
 
 if TYPE_CHECKING:  # the modules below import `actions_of` from here
     from bot.actions.characters import CharacterActions
+    from bot.actions.consent import ConsentActions
     from bot.actions.delivery import DeliveryActions
     from bot.actions.generation import GenerationActions
     from bot.actions.reports import ReportActions
@@ -26,6 +27,7 @@ class Actions:
     delivery: DeliveryActions
     characters: CharacterActions
     reports: ReportActions
+    consent: ConsentActions
 
 
 def actions_of(interaction: discord.Interaction[Any]) -> Actions:

@@ -27,6 +27,27 @@ class ImportWithdrawn(UserFacingError):
         super().__init__("trust.error.import_withdrawn", name=name)
 
 
+class ConsentRequired(UserFacingError):
+    """The owner must confirm consent before the character gets `visibility` (a prompt with a
+    button answers this; the text is the fallback)."""
+
+    def __init__(self, character_id: int, name: str, visibility: str) -> None:
+        super().__init__("trust.consent.required", name=name)
+        self.character_id = character_id
+        self.name = name
+        self.visibility = visibility
+
+
+async def consent_needed(db: Database, guild_id: int, current: str, wanted: str) -> bool:
+    """Making a character public always asks its owner to confirm consent; `server` does too
+    where the guild's moderators require it. Narrowing (public → server) never asks again."""
+    if wanted == current or wanted == "private" or (wanted == "server" and current == "public"):
+        return False
+    if wanted == "public":
+        return True
+    return (await store.settings(db, guild_id)).require_consent
+
+
 async def taken_down_among(db: Database, character_ids: Sequence[int]) -> set[int]:
     """Which of these characters an operator took down."""
     found = await store.flags(db, character_ids)

@@ -118,3 +118,7 @@ def add_trust_fields(embed: discord.Embed, settings: TrustSettings, locale: str)
     channel = f"<#{settings.report_channel_id}>" if settings.report_channel_id else t("trust.value.no_channel", locale)
     embed.add_field(name=t("trust.field.report_channel", locale), value=channel)
     embed.add_field(name=t("trust.field.require_consent", locale), value=on if settings.require_consent else off)
+
+
+def consent_prompt_text(name: str, visibility: str, locale: str) -> str:
+    return t(f"trust.consent.prompt.{visibility}", locale, name=name)

@@ -13,6 +13,7 @@ from bot.app import Castbot
 from discord_sandbox import DiscordSandbox, Member, StoredMessage
 from discord_sandbox.clips import make_clip, make_png_as_mp4
 from tests.conftest import BotHarness, World
+from tests.helpers import confirm_consent
 
 pytestmark = pytest.mark.e2e
 TIMEOUT = 20.0
@@ -255,6 +256,7 @@ async def test_an_import_alias_cannot_look_like_a_local_name(
                                 video=sandbox.add_attachment(clips["clip"], "c.mp4", "video/mp4"),
                                 visibility="public")  # fmt: skip
     await answer(home)
+    await confirm_consent(sandbox, home, world.member)
     code = await castbot.db.fetchone("SELECT share_code FROM characters WHERE name = 'Fox'")
     assert code is not None
     other = World(world.other_guild, world.other_channel, world.admin, world.other_member, world.guild,

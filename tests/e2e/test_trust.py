@@ -16,6 +16,7 @@ from bot.app import Castbot
 from discord_sandbox import ADMINISTRATOR, MANAGE_GUILD, DiscordSandbox, StoredMessage
 from discord_sandbox.clips import make_clip
 from tests.conftest import BotHarness, World
+from tests.helpers import confirm_consent
 
 pytestmark = pytest.mark.e2e
 TIMEOUT = 20.0
@@ -41,7 +42,7 @@ async def share_publicly(sandbox: DiscordSandbox, world: World, clip: bytes, nam
     await run(sandbox, world.guild, world.channel, world.member, "character create", name=name, video=video)
     handle = await sandbox.invoke(world.guild, world.channel, world.member, "character share", name=name,
                                   visibility="public")  # fmt: skip
-    shared = await handle.wait_final_message(timeout=TIMEOUT)
+    shared = await confirm_consent(sandbox, handle, world.member)
     return str(next(f["value"] for f in shared.embeds[0]["fields"] if f["name"] == "Share code").split("`")[1])
 
 
@@ -243,3 +244,42 @@ async def test_moderators_turn_imports_off_and_remove_an_import(
     removed = await run(sandbox, world.other_guild, world.other_channel, other_admin, "character delete", name="Fox")
     assert "Fox" in removed
     assert await castbot.db.fetchone("SELECT 1 FROM character_imports") is None
+
+
+async def test_public_and_required_server_visibility_wait_for_the_owners_consent(
+    sandbox: DiscordSandbox, world: World, castbot: Castbot, clip: bytes
+) -> None:
+    video = sandbox.add_attachment(clip, "clip.mp4", "video/mp4")
+    await run(sandbox, world.guild, world.channel, world.member, "character create", name="Fox", video=video)
+    asked = await sandbox.invoke(world.guild, world.channel, world.member, "character share", name="fox",
+                                 visibility="public")  # fmt: skip
+    prompt = await asked.wait_final_message(timeout=TIMEOUT)
+    assert prompt.content.startswith("Before `@Fox` becomes public")
+    assert prompt.allowed_mentions == {"parse": []}
+    [button] = [c for c in prompt.custom_ids() if c.startswith("castbot:consent:")]
+    row = await castbot.db.fetchone("SELECT id, visibility FROM characters WHERE name = 'Fox'")
+    assert row is not None and row["visibility"] == "server" and button == f"castbot:consent:{row['id']}:public"
+
+    # only the owner can confirm
+    other = await sandbox.click(prompt, button, world.admin)
+    assert (await other.wait_final_message(timeout=TIMEOUT)).content.startswith("Only the owner")
+    assert await castbot.db.fetchone("SELECT 1 FROM character_consents") is None
+    done = await confirm_consent(sandbox, asked, world.member)
+    assert done.content.startswith("`@Fox` is now public. Its share code is")
+    consent = await castbot.db.fetchone("SELECT user_id, visibility, created_at FROM character_consents")
+    assert consent is not None and (consent["user_id"], consent["visibility"]) == (world.member.id, "public")
+    assert consent["created_at"] > 0
+
+    # where moderators require it, `server` visibility waits for consent too
+    await run(sandbox, world.guild, world.channel, world.admin, "settings", require_consent=True)
+    video = sandbox.add_attachment(clip, "clip2.mp4", "video/mp4")
+    made = await sandbox.invoke(world.guild, world.channel, world.member, "character create", name="Owl",
+                                video=video)  # fmt: skip
+    first = await made.wait_final_message(timeout=TIMEOUT)
+    assert "Created `@Owl`" in first.content
+    owl = await castbot.db.fetchone("SELECT visibility FROM characters WHERE name = 'Owl'")
+    assert owl is not None and owl["visibility"] == "private"  # until the owner confirms
+    confirmed = await confirm_consent(sandbox, made, world.member)
+    assert confirmed.content
+    owl = await castbot.db.fetchone("SELECT visibility FROM characters WHERE name = 'Owl'")
+    assert owl is not None and owl["visibility"] == "server"
