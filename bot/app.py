@@ -17,10 +17,10 @@ from discord.ext import commands
 
 from bot.actions import Actions
 from bot.actions.characters import CharacterActions
-from bot.actions.consent import ConsentActions
 from bot.actions.delivery import DeliveryActions
 from bot.actions.generation import GenerationActions
 from bot.actions.reports import ReportActions
+from bot.actions.sharing import SharingActions
 from bot.config import Settings
 from bot.db import Database
 from bot.domain.money import BadAmount
@@ -168,7 +168,7 @@ def build_actions(client: discord.Client, services: Services) -> Actions:
         delivery=delivery,
         characters=CharacterActions(services.characters),
         reports=ReportActions(client, services.trust),
-        consent=ConsentActions(services.characters),
+        sharing=SharingActions(client, services.characters, services.trust),
     )
 
 

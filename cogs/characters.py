@@ -108,7 +108,7 @@ class CharactersCog(commands.Cog, name=COG_NAME):
         )
         await send(interaction, created_reply(created, locale_of(interaction)))
         if created.character.visibility != wanted:  # kept private until its owner confirms consent
-            await self.bot.actions.consent.ask(interaction, created.character.id, created.character.name, wanted)
+            await self.bot.actions.sharing.ask(interaction, created.character.id, created.character.name, wanted)
 
     @character.command(name=cmd("cmd.character.extract.name"), description=cmd("cmd.character.extract.description"))
     @app_commands.rename(
@@ -164,6 +164,8 @@ class CharactersCog(commands.Cog, name=COG_NAME):
         await interaction.response.defer(ephemeral=True, thinking=True)
         view = await self.service.info(actor_of(interaction), name)
         await send(interaction, info_reply(view, locale_of(interaction)))
+        if view.is_owner and view.import_count:  # which servers imported it, to withdraw it from one
+            await self.bot.actions.sharing.show_importers(interaction, view.id)
 
     # --- sharing ----------------------------------------------------------------------------------
 
@@ -180,7 +182,7 @@ class CharactersCog(commands.Cog, name=COG_NAME):
         try:
             view = await self.service.share(actor_of(interaction), name, visibility.value)
         except ConsentRequired as needed:
-            await self.bot.actions.consent.ask(interaction, needed.character_id, needed.name, needed.visibility)
+            await self.bot.actions.sharing.ask(interaction, needed.character_id, needed.name, needed.visibility)
             return
         await send(interaction, shared_reply(view, locale_of(interaction)))
 

@@ -12,8 +12,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.actions.consent import ConsentButton
 from bot.actions.reports import REPORT_ITEMS
+from bot.actions.sharing import SHARING_ITEMS
 from bot.app import Castbot
 from bot.services.trust import TrustService
 from bot.ui.replies import actor_of, locale_of
@@ -37,10 +37,10 @@ class OperatorCog(commands.Cog):
         self.service = service
 
     async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(*REPORT_ITEMS, ConsentButton)
+        self.bot.add_dynamic_items(*REPORT_ITEMS, *SHARING_ITEMS)
 
     async def cog_unload(self) -> None:
-        self.bot.remove_dynamic_items(*REPORT_ITEMS, ConsentButton)
+        self.bot.remove_dynamic_items(*REPORT_ITEMS, *SHARING_ITEMS)
 
     @operator.command(name=cmd("cmd.operator.takedown.name"), description=cmd("cmd.operator.takedown.description"))
     @app_commands.rename(code=cmd("cmd.character.opt.code"))

@@ -15,10 +15,10 @@ import discord
 
 if TYPE_CHECKING:  # the modules below import `actions_of` from here
     from bot.actions.characters import CharacterActions
-    from bot.actions.consent import ConsentActions
     from bot.actions.delivery import DeliveryActions
     from bot.actions.generation import GenerationActions
     from bot.actions.reports import ReportActions
+    from bot.actions.sharing import SharingActions
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Actions:
     delivery: DeliveryActions
     characters: CharacterActions
     reports: ReportActions
-    consent: ConsentActions
+    sharing: SharingActions
 
 
 def actions_of(interaction: discord.Interaction[Any]) -> Actions:

@@ -27,11 +27,12 @@ from bot.services.guilds import GuildService
 from bot.store import characters as characters_store
 from bot.store import trust as store
 from bot.store.characters import CharacterRow
-from bot.store.trust import OpenReport, TrustSettings
+from bot.store.trust import Importer, OpenReport, TrustSettings
 
 REASONS = ("not_me", "sexual", "minor", "hateful", "other")
 REPORT_KINDS = ("c", "j")  # a character (its public card) or a job (a delivered video)
 MAX_LISTED = 15  # open reports shown by /operator reports; the rest are counted
+MAX_IMPORTERS = 25  # importing servers an owner can pick from: Discord's cap on a select's options
 
 __all__ = ["REASONS", "REPORT_KINDS", "OpenReport", "TrustService", "TrustSettings"]
 
@@ -59,6 +60,11 @@ class NothingToRestore(UserFacingError):
 class NotReportable(UserFacingError):
     def __init__(self) -> None:
         super().__init__("trust.error.not_reportable")
+
+
+class NotOwnerOfImports(UserFacingError):
+    def __init__(self) -> None:
+        super().__init__("trust.error.not_owner")
 
 
 class BadReason(UserFacingError):
@@ -266,6 +272,29 @@ class TrustService:
             already=not reported,
             operator_ids=self.operator_ids,
         )
+
+    # --- the owner's view of who imported a character -------------------------------------------
+
+    async def _owned(self, actor: Actor, character_id: int) -> CharacterRow:
+        row = await characters_store.get(self._db, character_id)
+        if row is None or row.deleted_at is not None or row.guild_id != actor.guild_id:
+            raise NotReportable() if row is None else NotOwnerOfImports()
+        if row.owner_id != actor.user_id:
+            raise NotOwnerOfImports()
+        return row
+
+    async def importers(self, actor: Actor, character_id: int) -> tuple[str, list[Importer]]:
+        """The servers that imported the owner's character (the first MAX_IMPORTERS, oldest first)."""
+        row = await self._owned(actor, character_id)
+        return row.name, await store.importers(self._db, row.id, MAX_IMPORTERS)
+
+    async def revoke_import(self, actor: Actor, character_id: int, guild_id: int) -> str:
+        """The owner withdraws the character from one server: its import goes, and that server
+        cannot import it again. Returns the character's name."""
+        row = await self._owned(actor, character_id)
+        async with self._db.transaction() as conn:
+            await store.ban_import(conn, row.id, guild_id, actor.user_id, self._clock())
+        return row.name
 
     # --- moderators' settings ---------------------------------------------------------------------
 

@@ -122,3 +122,8 @@ def add_trust_fields(embed: discord.Embed, settings: TrustSettings, locale: str)
 
 def consent_prompt_text(name: str, visibility: str, locale: str) -> str:
     return t(f"trust.consent.prompt.{visibility}", locale, name=name)
+
+
+def importers_text(name: str, servers: Sequence[str], locale: str) -> str:
+    listed = "\n".join(f"• {s}" for s in servers)
+    return fit_content(t("trust.importers.title", locale, name=name, count=len(servers)) + "\n" + listed)

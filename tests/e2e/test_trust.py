@@ -283,3 +283,43 @@ async def test_public_and_required_server_visibility_wait_for_the_owners_consent
     assert confirmed.content
     owl = await castbot.db.fetchone("SELECT visibility FROM characters WHERE name = 'Owl'")
     assert owl is not None and owl["visibility"] == "server"
+
+
+async def test_the_owner_sees_importing_servers_and_withdraws_one(
+    sandbox: DiscordSandbox, world: World, castbot: Castbot, clip: bytes
+) -> None:
+    third = sandbox.add_guild("Faraway", premium_tier=0)
+    third_channel = third.add_text_channel("hall")
+    eli = third.add_member("eli")
+    code = await share_publicly(sandbox, world, clip, "Fox")
+    await run(sandbox, world.other_guild, world.other_channel, world.other_member, "character import", code=code)
+    await run(sandbox, third, third_channel, eli, "character import", code=code)
+
+    # a member who is not the owner sees the info, not the importers
+    handle = await sandbox.invoke(world.guild, world.channel, world.admin, "character info", name="fox")
+    await handle.wait_final_message(timeout=TIMEOUT)
+    assert handle.followups[1:] == []
+
+    handle = await sandbox.invoke(world.guild, world.channel, world.member, "character info", name="fox")
+    await handle.wait_final_message(timeout=TIMEOUT)
+
+    def importers() -> StoredMessage | None:
+        messages = (handle.original, *handle.followups)
+        return next((m for m in messages if m is not None and m.custom_ids() == ["castbot:revoke:1"]), None)
+
+    listing = await sandbox.wait_for(importers)
+    assert listing.content.startswith("Servers that imported `@Fox`: 2.")
+    assert "• Elsewhere" in listing.content and "• Faraway" in listing.content
+    assert listing.allowed_mentions == {"parse": []}
+
+    picked = await sandbox.click(listing, "castbot:revoke:1", world.member, values=[str(world.other_guild.id)])
+    answer = await picked.wait_final_message(timeout=TIMEOUT)
+    assert answer.content == "Withdrew `@Fox` from Elsewhere: that server can no longer use it or import it again."
+    gone = await run(sandbox, world.other_guild, world.other_channel, world.other_member, "generate",
+                     prompt="@Fox waves")  # fmt: skip
+    assert "no character by that name" in gone
+    again = await run(sandbox, world.other_guild, world.other_channel, world.other_member, "character import",
+                      code=code)  # fmt: skip
+    assert again == "The owner of `@Fox` withdrew it from this server, so it can't be imported here again."
+    left = await castbot.db.fetchall("SELECT guild_id FROM character_imports")
+    assert [r["guild_id"] for r in left] == [third.id]  # the other server keeps it

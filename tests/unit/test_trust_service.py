@@ -24,6 +24,7 @@ from bot.services.trust import (
     BadReason,
     NothingToRestore,
     NotOperator,
+    NotOwnerOfImports,
     NotReportable,
     TrustService,
     UnknownCode,
@@ -191,3 +192,22 @@ async def test_a_taken_down_character_is_refused_at_admission_even_at_home(
     assert "`@fox` was taken down by the bot's operators" in text and "nothing was started or charged" in text
     await trust.restore(OPERATOR, "F0XF0X1234")
     assert len(await characters.resolve_for_generation(OWNER, ["fox"])) == 1
+
+
+async def test_only_the_owner_sees_importers_and_withdraws_one(db: Database, trust: TrustService) -> None:
+    fox = await add_character(db, "Fox", code="F0XF0X1234")
+    async with db.transaction() as conn:
+        for guild in (AWAY, 300):
+            await characters_store.insert_import(
+                conn, guild_id=guild, character_id=fox, alias="Fox", alias_key="fox", by=6, now=2.0
+            )
+    for stranger in (Actor(user_id=2, guild_id=HOME, manage_guild=True), Actor(user_id=1, guild_id=AWAY)):
+        with pytest.raises(NotOwnerOfImports):
+            await trust.importers(stranger, fox)
+        with pytest.raises(NotOwnerOfImports):
+            await trust.revoke_import(stranger, fox, AWAY)
+    name, importers = await trust.importers(OWNER, fox)
+    assert name == "Fox" and [i.guild_id for i in importers] == [AWAY, 300]
+    assert await trust.revoke_import(OWNER, fox, AWAY) == "Fox"
+    assert [i.guild_id for i in (await trust.importers(OWNER, fox))[1]] == [300]
+    assert await trust_store.import_banned(db, fox, AWAY) and not await trust_store.import_banned(db, fox, 300)
