@@ -323,3 +323,26 @@ async def test_the_owner_sees_importing_servers_and_withdraws_one(
     assert again == "The owner of `@Fox` withdrew it from this server, so it can't be imported here again."
     left = await castbot.db.fetchall("SELECT guild_id FROM character_imports")
     assert [r["guild_id"] for r in left] == [third.id]  # the other server keeps it
+
+
+async def test_a_report_nobody_could_be_told_about_is_kept_and_answered(
+    sandbox: DiscordSandbox, world: World, harness: BotHarness, clip: bytes
+) -> None:
+    operator = sandbox.add_user("opal")
+    operator.dms_closed = True  # Discord refuses the DM (50007)
+    bot = await harness.start(operator_user_ids=str(operator.id))
+    await share_publicly(sandbox, world, clip, "Fox")
+    reports_room = world.guild.add_text_channel("reports")
+    await run(sandbox, world.guild, world.channel, world.admin, "settings", report_channel=reports_room)
+    reports_room.deny_bot()  # and the bot lost its right to post there (403)
+    await bot.get_partial_messageable(world.other_channel.id).send("@Fox", view=card_report_view(1, "en-US"))
+    card = await sandbox.wait_for(lambda: world.other_channel.last_message)
+
+    answer = await report(sandbox, card, "castbot:report:c:1", world.other_member, "minor")
+    assert answer.startswith("Thank you. Your report of `@Fox` was sent")
+    await sandbox.wait_for(lambda: sandbox.calls_to("POST", rf"/channels/{reports_room.id}/messages") or None)
+    await sandbox.wait_for(lambda: sandbox.calls_to("POST", r"/users/@me/channels") or None)
+    await sandbox.wait_answered()
+    stored = await bot.db.fetchone("SELECT reporter_id, reason FROM character_reports")
+    assert stored is not None and tuple(stored) == (world.other_member.id, "minor")
+    assert reports_room.visible_messages == [] and sandbox.dm_channel(operator).visible_messages == []

@@ -32,6 +32,7 @@ from bot.services.trust import (
 from bot.services.trust_rules import ImportsOff, ImportTakenDown, ImportWithdrawn, check_importable
 from bot.store import characters as characters_store
 from bot.store import trust as trust_store
+from bot.ui.trust import reports_text
 
 HOME, AWAY = 100, 200
 OPERATOR = Actor(user_id=9, guild_id=None)
@@ -211,3 +212,17 @@ async def test_only_the_owner_sees_importers_and_withdraws_one(db: Database, tru
     assert await trust.revoke_import(OWNER, fox, AWAY) == "Fox"
     assert [i.guild_id for i in (await trust.importers(OWNER, fox))[1]] == [300]
     assert await trust_store.import_banned(db, fox, AWAY) and not await trust_store.import_banned(db, fox, 300)
+
+
+async def test_operator_reports_fit_one_message_and_count_the_rest(db: Database, trust: TrustService) -> None:
+    for n in range(20):
+        character_id = await add_character(db, f"Hero_{n:02d}_{'x' * 20}")
+        for reporter in range(n % 4 + 1):
+            await trust.report(Actor(100 + reporter, AWAY), "c", character_id, "other")
+    page = await trust.open_reports(OPERATOR)
+    assert page.total == 20 and len(page.items) == 15
+    assert [i.reporters for i in page.items][:5] == [4, 4, 4, 4, 4]  # the most reported first
+    for locale in ("en", "ru", "zh-CN"):
+        text = reports_text(page, locale)
+        assert len(text) <= 2000
+    assert reports_text(page, "en").endswith("…and 5 more.")
