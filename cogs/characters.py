@@ -10,6 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.actions.buttons import PageButton
+from bot.actions.reports import card_report_view
 from bot.app import Castbot
 from bot.i18n import t
 from bot.services.characters import CharacterService, Upload
@@ -163,7 +164,12 @@ class CharactersCog(commands.Cog, name=COG_NAME):
     async def info(self, interaction: Interaction, name: app_commands.Range[str, 1, 100]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         view = await self.service.info(actor_of(interaction), name)
-        await send(interaction, info_reply(view, locale_of(interaction)))
+        reply = info_reply(view, locale_of(interaction))
+        if view.visibility == "public" and not view.is_owner:  # a public card: others can report it
+            reply.view = card_report_view(view.id, locale_of(interaction))
+        await send(interaction, reply)
+        if reply.view is not None:
+            reply.view.stop()  # the registered dynamic item handles the click
         if view.is_owner and view.import_count:  # which servers imported it, to withdraw it from one
             await self.bot.actions.sharing.show_importers(interaction, view.id)
 

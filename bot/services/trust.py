@@ -277,9 +277,7 @@ class TrustService:
 
     async def _owned(self, actor: Actor, character_id: int) -> CharacterRow:
         row = await characters_store.get(self._db, character_id)
-        if row is None or row.deleted_at is not None or row.guild_id != actor.guild_id:
-            raise NotReportable() if row is None else NotOwnerOfImports()
-        if row.owner_id != actor.user_id:
+        if row is None or row.deleted_at is not None or row.guild_id != actor.guild_id or row.owner_id != actor.user_id:
             raise NotOwnerOfImports()
         return row
 

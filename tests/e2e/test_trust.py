@@ -88,13 +88,18 @@ async def test_three_reports_hide_the_card_and_reach_moderators_and_operators(
     card = await sandbox.wait_for(lambda: world.other_channel.last_message)
     assert card.custom_ids() == [f"castbot:report:c:{fox}"]
 
-    dee = world.other_guild.add_member("dee")
     eli = third.add_member("eli")
     first = await report(sandbox, card, f"castbot:report:c:{fox}", world.other_member, "not_me")
     assert first.startswith("Thank you. Your report of `@Fox` was sent")
     again = await report(sandbox, card, f"castbot:report:c:{fox}", world.other_member, "sexual")
     assert again.startswith("You already reported this")  # one member counts once
-    await report(sandbox, card, f"castbot:report:c:{fox}", dee, "other")
+    # the second reports from /character info in the owner's server: a public card carries Report
+    info = await sandbox.invoke(world.guild, world.channel, world.admin, "character info", name="fox")
+    shown = await info.wait_final_message(timeout=TIMEOUT)
+    assert shown.custom_ids() == [f"castbot:report:c:{fox}"]
+    await report(sandbox, shown, f"castbot:report:c:{fox}", world.admin, "other")
+    owner_view = await sandbox.invoke(world.guild, world.channel, world.member, "character info", name="fox")
+    assert (await owner_view.wait_final_message(timeout=TIMEOUT)).custom_ids() == []  # not on one's own
     assert await community_names(sandbox, third, third_channel, eli) == ["@Fox"]
     # the third distinct member reports from the card posted in their own server
     await bot.get_partial_messageable(third_channel.id).send("@Fox", view=card_report_view(fox, "en-US"))
