@@ -122,8 +122,9 @@ class ReportActions:
 
     async def record(self, interaction: discord.Interaction[Any], kind: str, target_id: int, reason: str) -> None:
         """Store the report, answer the member, then tell the moderators and operators."""
+        await interaction.response.defer()  # the write may wait for the database: acknowledge first
         outcome = await self._trust.report(actor_of(interaction), kind, target_id, reason)
-        await interaction.response.edit_message(content=report_done_text(outcome, locale_of(interaction)), view=None)
+        await interaction.edit_original_response(content=report_done_text(outcome, locale_of(interaction)), view=None)
         if not outcome.already:
             await self.notify(outcome)
 

@@ -114,9 +114,10 @@ class SharingActions:
 
     async def revoke(self, interaction: discord.Interaction[Any], character_id: int, guild_id: int) -> None:
         locale = locale_of(interaction)
+        await interaction.response.defer()  # the write may wait for the database: acknowledge first
         name = await self._trust.revoke_import(actor_of(interaction), character_id, guild_id)
         text = t("trust.importers.revoked", locale, name=name, server=self._guild_name(guild_id, locale))
-        await interaction.response.edit_message(content=text, view=None)
+        await interaction.edit_original_response(content=text, view=None)
 
     async def ask(self, interaction: discord.Interaction[Any], character_id: int, name: str, visibility: str) -> None:
         """Ask the owner to confirm consent (a reply, or a followup after another answer)."""

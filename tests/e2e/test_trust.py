@@ -351,3 +351,16 @@ async def test_a_report_nobody_could_be_told_about_is_kept_and_answered(
     stored = await bot.db.fetchone("SELECT reporter_id, reason FROM character_reports")
     assert stored is not None and tuple(stored) == (world.other_member.id, "minor")
     assert reports_room.visible_messages == [] and sandbox.dm_channel(operator).visible_messages == []
+
+
+async def test_a_card_of_a_deleted_character_answers_with_the_reason(
+    sandbox: DiscordSandbox, world: World, castbot: Castbot, clip: bytes
+) -> None:
+    await share_publicly(sandbox, world, clip, "Fox")
+    await castbot.get_partial_messageable(world.other_channel.id).send("@Fox", view=card_report_view(1, "en-US"))
+    card = await sandbox.wait_for(lambda: world.other_channel.last_message)
+    await run(sandbox, world.guild, world.channel, world.member, "character delete", name="fox")
+    click = await sandbox.click(card, "castbot:report:c:1", world.other_member)
+    answer = await click.wait_final_message(timeout=TIMEOUT)
+    assert click.is_ephemeral and answer.content == "There is no shared character to report here any more."
+    assert await castbot.db.fetchone("SELECT 1 FROM character_reports") is None
