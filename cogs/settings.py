@@ -62,18 +62,10 @@ class SettingsCog(commands.Cog):
         wants_change = any(
             v is not None for v in (moderator_role, timezone, locale, providers, priority, fallback, enable_provider)
         )
-        trust_change = any(v is not None for v in (allow_imports, report_channel, require_consent))
-        trust_saved: tuple[str, ...] = ()
-        if trust_change:  # bot/services/trust.py; moderators only, checked there
-            _, trust_saved = await self.bot.services.trust.change_settings(
-                actor,
-                allow_imports=allow_imports,
-                report_channel_id=report_channel.id if report_channel else None,
-                require_consent=require_consent,
-            )
+        saved: list[str] = []
+        enabled = None
         if not wants_change:
             current = await self.service.show(actor)
-            content = t("settings.unchanged", reader) if not trust_saved else ""
         else:
             change = await self.service.change(
                 actor,
@@ -85,17 +77,26 @@ class SettingsCog(commands.Cog):
                 fallback=fallback,
                 enable_provider=enable_provider,
             )
-            current = change.settings
-            lines = []
-            if change.changed:
-                lines.append(t("settings.saved", reader, names=", ".join(f"`{n}`" for n in change.changed)))
-            if change.enabled_provider:
-                lines.append(t("settings.enabled", reader, provider=change.enabled_provider))
-            content = "\n".join(lines)
-        if trust_saved:
-            content = "\n".join(
-                filter(None, (content, t("settings.saved", reader, names=", ".join(f"`{n}`" for n in trust_saved))))
+            current, enabled = change.settings, change.enabled_provider
+            saved += change.changed
+        if any(v is not None for v in (allow_imports, report_channel, require_consent)):
+            # after the others were validated and saved: these cannot be invalid, and
+            # bot/services/trust.py refuses them to a non-moderator
+            _, trust_saved = await self.bot.services.trust.change_settings(
+                actor,
+                allow_imports=allow_imports,
+                report_channel_id=report_channel.id if report_channel else None,
+                require_consent=require_consent,
             )
+            saved += trust_saved
+        lines = []
+        if saved:
+            lines.append(t("settings.saved", reader, names=", ".join(f"`{n}`" for n in saved)))
+        if enabled:
+            lines.append(t("settings.enabled", reader, provider=enabled))
+        if not wants_change and not saved:
+            lines.append(t("settings.unchanged", reader))
+        content = "\n".join(lines)
         embed = settings_embed(current, reader, self.service.configured_providers)
         add_trust_fields(embed, await self.bot.services.trust.settings(current.guild_id), reader)
         if content:

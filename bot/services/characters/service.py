@@ -509,7 +509,7 @@ class CharacterService:
 
     async def share_with_consent(self, actor: Actor, character_id: int, visibility: str) -> CharacterView:
         """The owner confirmed that the person shown is them or agreed: record it (user, time,
-        visibility) and share. The consent button carries the character's id (bot/actions/consent.py)."""
+        visibility) and share. The consent button carries the character's id (bot/actions/sharing.py)."""
         guild_id = self._guild(actor)
         self._check_choice("visibility", visibility, VISIBILITIES)
         row = await store.get(self._db, character_id)
