@@ -364,3 +364,23 @@ async def test_a_card_of_a_deleted_character_answers_with_the_reason(
     answer = await click.wait_final_message(timeout=TIMEOUT)
     assert click.is_ephemeral and answer.content == "There is no shared character to report here any more."
     assert await castbot.db.fetchone("SELECT 1 FROM character_reports") is None
+
+
+async def test_report_buttons_work_after_a_restart(
+    sandbox: DiscordSandbox, world: World, harness: BotHarness, clip: bytes
+) -> None:
+    bot = await harness.start()
+    await share_publicly(sandbox, world, clip, "Fox")
+    await bot.get_partial_messageable(world.other_channel.id).send("@Fox", view=card_report_view(1, "en-US"))
+    card = await sandbox.wait_for(lambda: world.other_channel.last_message)
+    click = await sandbox.click(card, "castbot:report:c:1", world.other_member)
+    prompt = await click.wait_final_message(timeout=TIMEOUT)
+
+    bot = await harness.restart()  # the card's button and the open reason picker both still work
+    chosen = await sandbox.click(prompt, "castbot:reportwhy:c:1", world.other_member, values=["not_me"])
+    assert (await chosen.wait_final_message(timeout=TIMEOUT)).content.startswith("Thank you.")
+    dee = world.other_guild.add_member("dee")
+    again = await report(sandbox, card, "castbot:report:c:1", dee, "other")
+    assert again.startswith("Thank you.")
+    rows = await bot.db.fetchall("SELECT reporter_id FROM character_reports ORDER BY id")
+    assert [r["reporter_id"] for r in rows] == [world.other_member.id, dee.id]

@@ -29,7 +29,7 @@ from bot.services.trust import (
     TrustService,
     UnknownCode,
 )
-from bot.services.trust_rules import ImportsOff, ImportTakenDown, ImportWithdrawn, check_importable
+from bot.services.trust_rules import ImportsOff, ImportTakenDown, ImportWithdrawn, check_importable, consent_needed
 from bot.store import characters as characters_store
 from bot.store import trust as trust_store
 from bot.ui.trust import reports_text
@@ -226,3 +226,15 @@ async def test_operator_reports_fit_one_message_and_count_the_rest(db: Database,
         text = reports_text(page, locale)
         assert len(text) <= 2000
     assert reports_text(page, "en").endswith("…and 5 more.")
+
+
+async def test_when_consent_is_asked(db: Database, trust: TrustService) -> None:
+    for current in ("private", "server"):
+        assert await consent_needed(db, HOME, current, "public")
+    assert not await consent_needed(db, HOME, "public", "public")  # nothing changes
+    assert not await consent_needed(db, HOME, "public", "server")  # narrowing never asks again
+    assert not await consent_needed(db, HOME, "server", "private")
+    assert not await consent_needed(db, HOME, "private", "server")  # only where moderators require it
+    await trust.change_settings(Actor(user_id=3, guild_id=HOME, manage_guild=True), require_consent=True)
+    assert await consent_needed(db, HOME, "private", "server")
+    assert not await consent_needed(db, AWAY, "private", "server")
