@@ -108,8 +108,8 @@ async def set_taken_down(conn: aiosqlite.Connection, character_id: int, at: floa
 
 
 async def unhide(conn: aiosqlite.Connection, character_id: int) -> bool:
-    return await _changed(conn, "UPDATE characters SET hidden_at = NULL WHERE id = ? AND hidden_at IS NOT NULL",
-                          (character_id,)) == 1  # fmt: skip
+    sql = "UPDATE characters SET hidden_at = NULL WHERE id = ? AND hidden_at IS NOT NULL"
+    return await _changed(conn, sql, (character_id,)) == 1
 
 
 async def hide(conn: aiosqlite.Connection, character_id: int, at: float) -> bool:
