@@ -152,7 +152,13 @@ def build_services(
             fal_keys=FalKeys(http_client, f"{settings.fal_rest_url}/.well-known/jwks.json"),
             min_gap=settings.poll_min_seconds,
         ),
-        trust=TrustService(db, guilds, operators=settings.operator_user_ids, threshold=settings.report_threshold),
+        trust=TrustService(
+            db,
+            guilds,
+            operators=settings.operator_user_ids,
+            threshold=settings.report_threshold,
+            operator_channel_id=settings.operator_report_channel_id,
+        ),
         loop_wakeup=wakeup,
     )
 

@@ -129,7 +129,8 @@ class ReportActions:
             await self.notify(outcome)
 
     async def notify(self, outcome: ReportOutcome) -> None:
-        """Post to each owner's guild's report channel and DM each operator; failures are logged."""
+        """Post to each owner's guild's report channel, to the operators' channel if one is set, and
+        DM each operator; failures are logged."""
         none = discord.AllowedMentions.none()
         for reported in outcome.characters:
             if reported.report_channel_id is None:
@@ -144,6 +145,12 @@ class ReportActions:
         if not outcome.characters:
             return
         text = operator_notice(outcome, NOTICE_LOCALE)
+        if outcome.operator_channel_id is not None:
+            try:
+                channel = self._client.get_partial_messageable(outcome.operator_channel_id)
+                await channel.send(text, allowed_mentions=none)
+            except discord.HTTPException as exc:
+                log.warning("report: operator channel post failed (%s)", exc)
         for operator_id in outcome.operator_ids:
             try:
                 user = await self._client.fetch_user(operator_id)

@@ -113,6 +113,7 @@ class ReportOutcome:
     characters: tuple[Reported, ...]  # those this member had not reported yet
     already: bool  # the member had reported every one of them before
     operator_ids: tuple[int, ...]
+    operator_channel_id: int | None = None  # OPERATOR_REPORT_CHANNEL_ID
 
 
 # --- the service ----------------------------------------------------------------------------------
@@ -126,12 +127,14 @@ class TrustService:
         *,
         operators: frozenset[int],
         threshold: int,
+        operator_channel_id: int | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = db
         self._guilds = guilds
         self._operators = operators
         self._threshold = threshold
+        self._operator_channel_id = operator_channel_id
         self._clock = clock
 
     @property
@@ -271,6 +274,7 @@ class TrustService:
             characters=tuple(reported),
             already=not reported,
             operator_ids=self.operator_ids,
+            operator_channel_id=self._operator_channel_id,
         )
 
     # --- the owner's view of who imported a character -------------------------------------------

@@ -73,7 +73,10 @@ async def test_three_reports_hide_the_card_and_reach_moderators_and_operators(
     operator = sandbox.add_user("opal")
     third = sandbox.add_guild("Faraway", premium_tier=0)
     third_channel = third.add_text_channel("hall")
-    bot = await harness.start(operator_user_ids=str(operator.id), report_threshold=3)
+    ops_room = third.add_text_channel("operators")
+    bot = await harness.start(
+        operator_user_ids=str(operator.id), report_threshold=3, operator_report_channel_id=ops_room.id
+    )
     await share_publicly(sandbox, world, clip, "Fox")
     reports_room = world.guild.add_text_channel("reports")
     saved = await run(sandbox, world.guild, world.channel, world.admin, "settings", report_channel=reports_room)
@@ -118,6 +121,10 @@ async def test_three_reports_hide_the_card_and_reach_moderators_and_operators(
     dms = await sandbox.wait_for(lambda: sandbox.dm_channel(operator).visible_messages
                                  if len(sandbox.dm_channel(operator).visible_messages) == 3 else None)  # fmt: skip
     assert "New report by" in dms[0].content and "`@Fox`" in dms[0].content
+    posted = await sandbox.wait_for(lambda: ops_room.visible_messages if len(ops_room.visible_messages) == 3
+                                    else None)  # fmt: skip
+    assert [m.content for m in posted] == [m.content for m in dms]  # OPERATOR_REPORT_CHANNEL_ID: the same notices
+    assert all(m.allowed_mentions == {"parse": []} for m in posted)
 
     listing = await run(sandbox, None, None, operator, "operator reports")
     assert "Characters with open reports: 1" in listing
