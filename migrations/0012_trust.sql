@@ -30,12 +30,12 @@ CREATE TABLE character_consents (
 );
 CREATE INDEX character_consents_character ON character_consents (character_id);
 
--- Every operator action (takedown, restore), append-only like the ledger.
+-- Every operator command (takedown, restore, reading the reports), append-only like the ledger.
 CREATE TABLE operator_audit (
     id           INTEGER PRIMARY KEY,
     operator_id  INTEGER NOT NULL,
-    action       TEXT NOT NULL CHECK (action IN ('takedown', 'restore')),
-    character_id INTEGER NOT NULL REFERENCES characters (id),
+    action       TEXT NOT NULL CHECK (action IN ('takedown', 'restore', 'reports')),
+    character_id INTEGER REFERENCES characters (id),      -- NULL for `reports`
     guild_id     INTEGER,                             -- where the command was used (NULL: a DM)
     detail       TEXT NOT NULL DEFAULT '',
     created_at   REAL NOT NULL

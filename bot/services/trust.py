@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from bot.store import characters as characters_store
 from bot.store import trust as store
 from bot.store.characters import CharacterRow
 from bot.store.trust import Importer, OpenReport, TrustSettings
+
+log = logging.getLogger(__name__)
 
 REASONS = ("not_me", "sexual", "minor", "hateful", "other")
 REPORT_KINDS = ("c", "j")  # a character (its public card) or a job (a delivered video)
@@ -146,6 +149,7 @@ class TrustService:
 
     def _require_operator(self, actor: Actor) -> None:
         if not self.is_operator(actor.user_id):
+            log.warning("operator command refused to user %s (guild %s)", actor.user_id, actor.guild_id)
             raise NotOperator()
 
     async def _by_code(self, code: str) -> CharacterRow:
@@ -206,6 +210,16 @@ class TrustService:
     async def open_reports(self, actor: Actor) -> ReportsPage:
         self._require_operator(actor)
         items, total = await store.open_reports(self._db, MAX_LISTED)
+        async with self._db.transaction() as conn:
+            await store.audit(
+                conn,
+                operator_id=actor.user_id,
+                action="reports",
+                character_id=None,
+                guild_id=actor.guild_id,
+                detail=f"open={total}",
+                now=self._clock(),
+            )
         return ReportsPage(tuple(items), total, self._threshold)
 
     # --- reports ----------------------------------------------------------------------------------

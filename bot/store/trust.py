@@ -122,7 +122,7 @@ async def audit(
     *,
     operator_id: int,
     action: str,
-    character_id: int,
+    character_id: int | None,
     guild_id: int | None,
     detail: str,
     now: float,

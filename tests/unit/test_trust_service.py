@@ -134,6 +134,9 @@ async def test_distinct_reporters_hide_a_public_character_at_the_threshold(db: D
 
     page = await trust.open_reports(OPERATOR)
     assert page.total == 1 and page.items[0].reporters == 3 and page.items[0].reasons[0] == "not_me"
+    assert [tuple(r) for r in await db.fetchall("SELECT operator_id, action, detail FROM operator_audit")] == [
+        (9, "reports", "open=1")
+    ]  # reading the reports is an operator action too
     # review: restore brings it back and closes the reports
     restored = await trust.restore(OPERATOR, "F0XF0X1234")
     assert restored.resolved_reports == 3
