@@ -20,6 +20,8 @@ from bot.actions.characters import CharacterActions
 from bot.actions.delivery import DeliveryActions
 from bot.actions.gallery import GalleryActions
 from bot.actions.generation import GenerationActions
+from bot.actions.reports import ReportActions
+from bot.actions.sharing import SharingActions
 from bot.config import Settings
 from bot.db import Database
 from bot.domain.money import BadAmount
@@ -43,6 +45,7 @@ from bot.services.metrics import Metrics
 from bot.services.server_settings import SettingsService
 from bot.services.storage import StorageService
 from bot.services.tracking import Tracker
+from bot.services.trust import TrustService
 from bot.services.webhooks import WebhookService, fal_key_set, gemini_key_set
 from bot.ui.replies import fit_content, locale_of, reply
 from bot.ui.translator import CastbotTranslator
@@ -78,6 +81,7 @@ class Services:
     metrics: Metrics
     liveness: LivenessService
     webhooks: WebhookService
+    trust: TrustService
     loop_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
     def wake_loop(self) -> None:
@@ -155,6 +159,13 @@ def build_services(
             gemini_issuer=settings.gemini_webhook_issuer,
             min_gap=settings.poll_min_seconds,
         ),
+        trust=TrustService(
+            db,
+            guilds,
+            operators=settings.operator_user_ids,
+            threshold=settings.report_threshold,
+            operator_channel_id=settings.operator_report_channel_id,
+        ),
         loop_wakeup=wakeup,
     )
 
@@ -164,11 +175,14 @@ def build_actions(client: discord.Client, services: Services) -> Actions:
     delivery = DeliveryActions(
         client, services.delivery, services.generation, services.guilds, services.wake_loop, services.encoding
     )
+    delivery.reportable = services.trust.reportable_job  # a Report button on videos of shared characters
     return Actions(
         generation=GenerationActions(client, services.generation, services.guilds, delivery, services.wake_loop),
         delivery=delivery,
         characters=CharacterActions(services.characters),
         gallery=GalleryActions(client, services.gallery),
+        reports=ReportActions(client, services.trust),
+        sharing=SharingActions(client, services.characters, services.trust),
     )
 
 

@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     # comma-separated), and how many distinct reporters hide a public card pending review.
     operator_user_ids: Annotated[frozenset[int], NoDecode] = frozenset()
     report_threshold: int = Field(default=3, ge=1, le=1000)
+    operator_report_channel_id: int | None = None  # reports also posted here (beside the operators' DMs)
 
     # Past one process: PostgreSQL as the shared store (unset: the SQLite file in DATA_DIR), and
     # which Discord shards this process runs (unset: discord.py asks Discord for the count and

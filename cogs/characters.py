@@ -11,11 +11,13 @@ from discord.ext import commands
 
 from bot.actions.buttons import PageButton
 from bot.actions.gallery import GALLERY_BUTTONS
+from bot.actions.reports import card_report_view
 from bot.app import Castbot
 from bot.i18n import t
 from bot.services.characters import CharacterService, Upload
 from bot.services.characters.errors import UploadRefused
 from bot.services.characters.gallery import MAX_QUERY
+from bot.services.trust_rules import ConsentRequired
 from bot.ui.characters import (
     COG_NAME,
     Reply,
@@ -109,14 +111,13 @@ class CharactersCog(commands.Cog, name=COG_NAME):
         visibility: app_commands.Choice[str] | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
+        wanted = visibility.value if visibility else "server"
         created = await self.service.create_from_upload(
-            actor_of(interaction),
-            name=name,
-            upload=upload_of(video),
-            description=description or "",
-            visibility=visibility.value if visibility else "server",
+            actor_of(interaction), name=name, upload=upload_of(video), description=description or "", visibility=wanted
         )
         await send(interaction, created_reply(created, locale_of(interaction)))
+        if created.character.visibility != wanted:  # kept private until its owner confirms consent
+            await self.bot.actions.sharing.ask(interaction, created.character.id, created.character.name, wanted)
 
     @character.command(name=cmd("cmd.character.extract.name"), description=cmd("cmd.character.extract.description"))
     @app_commands.rename(
@@ -171,7 +172,14 @@ class CharactersCog(commands.Cog, name=COG_NAME):
     async def info(self, interaction: Interaction, name: app_commands.Range[str, 1, 100]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         view = await self.service.info(actor_of(interaction), name)
-        await send(interaction, info_reply(view, locale_of(interaction)))
+        reply = info_reply(view, locale_of(interaction))
+        if view.visibility == "public" and not view.is_owner:  # a public card: others can report it
+            reply.view = card_report_view(view.id, locale_of(interaction))
+        await send(interaction, reply)
+        if reply.view is not None:
+            reply.view.stop()  # the registered dynamic item handles the click
+        if view.is_owner and view.import_count:  # which servers imported it, to withdraw it from one
+            await self.bot.actions.sharing.show_importers(interaction, view.id)
 
     # --- sharing ----------------------------------------------------------------------------------
 
@@ -185,7 +193,11 @@ class CharactersCog(commands.Cog, name=COG_NAME):
         self, interaction: Interaction, name: app_commands.Range[str, 1, 100], visibility: app_commands.Choice[str]
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        view = await self.service.share(actor_of(interaction), name, visibility.value)
+        try:
+            view = await self.service.share(actor_of(interaction), name, visibility.value)
+        except ConsentRequired as needed:
+            await self.bot.actions.sharing.ask(interaction, needed.character_id, needed.name, needed.visibility)
+            return
         await send(interaction, shared_reply(view, locale_of(interaction)))
 
     @character.command(name=cmd("cmd.character.delete.name"), description=cmd("cmd.character.delete.description"))

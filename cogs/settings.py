@@ -13,6 +13,7 @@ from bot.services.server_settings import SettingsService, timezones_matching
 from bot.ui.replies import actor_of, locale_of
 from bot.ui.settings import settings_embed
 from bot.ui.translator import cmd
+from bot.ui.trust import add_trust_fields
 
 
 class SettingsCog(commands.Cog):
@@ -29,6 +30,9 @@ class SettingsCog(commands.Cog):
         priority=cmd("cmd.settings.priority"),
         fallback=cmd("cmd.settings.fallback"),
         enable_provider=cmd("cmd.settings.enable_provider"),
+        allow_imports=cmd("cmd.settings.allow_imports"),
+        report_channel=cmd("cmd.settings.report_channel"),
+        require_consent=cmd("cmd.settings.require_consent"),
     )
     @app_commands.choices(
         locale=[app_commands.Choice(name=display_name(code), value=code) for code in LOCALES],
@@ -48,6 +52,9 @@ class SettingsCog(commands.Cog):
         priority: str | None = None,
         fallback: bool | None = None,
         enable_provider: app_commands.Range[str, 1, 32] | None = None,
+        allow_imports: bool | None = None,
+        report_channel: discord.TextChannel | None = None,
+        require_consent: bool | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True)
         actor = actor_of(interaction)
@@ -55,9 +62,10 @@ class SettingsCog(commands.Cog):
         wants_change = any(
             v is not None for v in (moderator_role, timezone, locale, providers, priority, fallback, enable_provider)
         )
+        saved: list[str] = []
+        enabled = None
         if not wants_change:
             current = await self.service.show(actor)
-            content = t("settings.unchanged", reader)
         else:
             change = await self.service.change(
                 actor,
@@ -69,14 +77,28 @@ class SettingsCog(commands.Cog):
                 fallback=fallback,
                 enable_provider=enable_provider,
             )
-            current = change.settings
-            lines = []
-            if change.changed:
-                lines.append(t("settings.saved", reader, names=", ".join(f"`{n}`" for n in change.changed)))
-            if change.enabled_provider:
-                lines.append(t("settings.enabled", reader, provider=change.enabled_provider))
-            content = "\n".join(lines)
+            current, enabled = change.settings, change.enabled_provider
+            saved += change.changed
+        if any(v is not None for v in (allow_imports, report_channel, require_consent)):
+            # after the others were validated and saved: these cannot be invalid, and
+            # bot/services/trust.py refuses them to a non-moderator
+            _, trust_saved = await self.bot.services.trust.change_settings(
+                actor,
+                allow_imports=allow_imports,
+                report_channel_id=report_channel.id if report_channel else None,
+                require_consent=require_consent,
+            )
+            saved += trust_saved
+        lines = []
+        if saved:
+            lines.append(t("settings.saved", reader, names=", ".join(f"`{n}`" for n in saved)))
+        if enabled:
+            lines.append(t("settings.enabled", reader, provider=enabled))
+        if not wants_change and not saved:
+            lines.append(t("settings.unchanged", reader))
+        content = "\n".join(lines)
         embed = settings_embed(current, reader, self.service.configured_providers)
+        add_trust_fields(embed, await self.bot.services.trust.settings(current.guild_id), reader)
         if content:
             await interaction.followup.send(content=content, embed=embed, ephemeral=True)
         else:

@@ -50,3 +50,19 @@ async def wait_until(
 def all_terminal(ids: Iterable[str]) -> Callable[[Mapping[str, JobSnapshot]], bool]:
     wanted = tuple(ids)
     return lambda snaps: all(i in snaps and snaps[i].status.terminal for i in wanted)
+
+
+async def confirm_consent(sandbox: Any, handle: Any, owner: Any, timeout: float = 20.0) -> Any:
+    """Click "I confirm" on the consent prompt a share or create to `public` answers with
+    (bot/actions/consent.py); returns the reply to that click (the character, now shared)."""
+
+    def prompt() -> Any:
+        for message in (handle.original, *handle.followups):
+            if message is not None and any(c.startswith("castbot:consent:") for c in message.custom_ids()):
+                return message
+        return None
+
+    message = await sandbox.wait_for(prompt, timeout, "the consent prompt")
+    [custom_id] = [c for c in message.custom_ids() if c.startswith("castbot:consent:")]
+    click = await sandbox.click(message, custom_id, owner)
+    return await click.wait_final_message(timeout=timeout)

@@ -18,6 +18,8 @@ if TYPE_CHECKING:  # the modules below import `actions_of` from here
     from bot.actions.delivery import DeliveryActions
     from bot.actions.gallery import GalleryActions
     from bot.actions.generation import GenerationActions
+    from bot.actions.reports import ReportActions
+    from bot.actions.sharing import SharingActions
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,8 @@ class Actions:
     delivery: DeliveryActions
     characters: CharacterActions
     gallery: GalleryActions
+    reports: ReportActions
+    sharing: SharingActions
 
 
 def actions_of(interaction: discord.Interaction[Any]) -> Actions:

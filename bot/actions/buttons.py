@@ -14,6 +14,7 @@ from typing import Any
 import discord
 
 from bot.actions import Actions, actions_of
+from bot.actions.reports import report_button
 from bot.i18n import t
 from bot.ui.characters import PAGE_TEMPLATE
 from bot.ui.replies import report_error
@@ -77,10 +78,13 @@ def status_view(job_id: int, locale: str) -> discord.ui.View:
     return view
 
 
-def result_view(job_id: int, locale: str) -> discord.ui.View:
+def result_view(job_id: int, locale: str, *, report: bool = False) -> discord.ui.View:
+    """`report`: the video used a character someone else shared (bot/actions/reports.py)."""
     view = discord.ui.View(timeout=None)
     view.add_item(RerollButton(job_id, t("button.reroll", locale)))
     view.add_item(MakeCharacterButton(job_id, t("button.make_character", locale)))
+    if report:
+        view.add_item(report_button("j", job_id, locale))
     return view
 
 

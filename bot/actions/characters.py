@@ -6,6 +6,7 @@ from typing import Any
 
 import discord
 
+from bot.actions import actions_of
 from bot.i18n import t
 from bot.services.characters import CharacterService, Upload
 from bot.ui.characters import created_reply, page_reply, send
@@ -48,6 +49,10 @@ class MakeCharacterModal(discord.ui.Modal):
                 actor_of(interaction), job_id=self.job_id, name=self.name_input.value, description=description
             )
         await send(interaction, created_reply(created, locale_of(interaction)))
+        if created.character.visibility != "server":  # private until the owner confirms consent
+            await actions_of(interaction).sharing.ask(
+                interaction, created.character.id, created.character.name, "server"
+            )
 
     # discord.py 2.7 calls Modal.on_error(interaction, error); its stubs inherit View's signature
     async def on_error(self, interaction: discord.Interaction[Any], error: Exception, /) -> None:  # type: ignore[override]

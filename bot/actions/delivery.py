@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,8 @@ class DeliveryActions:
         self._guilds = guilds
         self._wake = wake
         self._posting: dict[int, asyncio.Task[None]] = {}
+        # Whether a job used someone else's shared character (its video gets a Report button)
+        self.reportable: Callable[[int], Awaitable[bool]] | None = None
         self.status_edits = StatusEdits(
             lambda job_id: self._delivery.job(job_id),
             lambda job, final: self.edit_status(job, final=final),
@@ -149,7 +151,8 @@ class DeliveryActions:
         if job.state != JobState.SUCCEEDED:
             content = failure_text(job, locale)
         else:
-            view = result_view(job.id, locale)
+            report = self.reportable is not None and await self.reportable(job.id)
+            view = result_view(job.id, locale, report=report)
             cost = format_usd(job.cost_micros or 0, locale)
             content = t("delivery.done", locale, user=user, job=job.id, provider=job.provider, cost=cost)
             size, limit = job.result_size or 0, self.upload_limit(job.guild_id)

@@ -484,19 +484,25 @@ async def count_mine(source: Source, guild_id: int, user_id: int) -> int:
     return int(row[0]) if row else 0
 
 
+# hidden after enough reports (pending review) or taken down by an operator: off public listings
+_LISTABLE = "AND hidden_at IS NULL AND taken_down_at IS NULL"
+
+
 async def list_community(source: Source, limit: int, offset: int) -> list[Listed]:
     """Public characters of every guild, most used first."""
     rows = await _all(
         source,
         f"SELECT {_CHARACTER_COLUMNS} FROM characters WHERE visibility = 'public' AND deleted_at IS NULL "
-        "ORDER BY uses DESC, created_at DESC, id DESC LIMIT ? OFFSET ?",
+        f"{_LISTABLE} ORDER BY uses DESC, created_at DESC, id DESC LIMIT ? OFFSET ?",
         (limit, offset),
     )
     return [Listed(_character(r)) for r in rows]
 
 
 async def count_community(source: Source) -> int:
-    row = await _one(source, "SELECT COUNT(*) FROM characters WHERE visibility = 'public' AND deleted_at IS NULL")
+    row = await _one(
+        source, f"SELECT COUNT(*) FROM characters WHERE visibility = 'public' AND deleted_at IS NULL {_LISTABLE}"
+    )
     return int(row[0]) if row else 0
 
 

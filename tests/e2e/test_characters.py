@@ -20,6 +20,7 @@ from discord_sandbox import DiscordSandbox, StoredMessage
 from discord_sandbox.clips import make_clip, make_png_as_mp4, make_truncated
 from tests.conftest import BotHarness, Simulators, World
 from tests.fakes.openai_sim import Fault, OpenAISim
+from tests.helpers import confirm_consent
 
 pytestmark = pytest.mark.e2e
 TIMEOUT = 20.0  # a create downloads, probes and extracts frames: generous on a loaded machine
@@ -217,8 +218,12 @@ async def test_public_share_import_then_revoke_refuses_use_in_the_other_guild(
     info = await run(sandbox, world.other_guild, world.other_channel, world.other_member, "character info", name="fox")
     assert info.content == "There is no character `@fox` you can use in this server."
 
-    shared = await run(sandbox, world.guild, world.channel, world.member, "character share", name="fox",
-                       visibility="public")  # fmt: skip
+    asked = await sandbox.invoke(world.guild, world.channel, world.member, "character share", name="fox",
+                                 visibility="public")  # fmt: skip
+    prompt = await asked.wait_final_message(timeout=TIMEOUT)
+    assert "please confirm: the person shown is you" in prompt.content  # nothing public before that
+    assert (await service_of(castbot).list_page(elsewhere, "community")).total == 0
+    shared = await confirm_consent(sandbox, asked, world.member)
     code = next(f["value"] for f in shared.embeds[0]["fields"] if f["name"] == "Share code").split("`")[1]
     assert f"Its share code is `{code}`" in shared.content and len(code) == 10
 

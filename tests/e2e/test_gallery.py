@@ -14,6 +14,7 @@ from bot.app import Castbot
 from discord_sandbox import Channel, DiscordSandbox, Guild, Member, StoredMessage
 from discord_sandbox.clips import make_clip
 from tests.conftest import BotHarness, World
+from tests.helpers import confirm_consent
 
 pytestmark = pytest.mark.e2e
 TIMEOUT = 20.0  # a create downloads, probes and extracts frames: generous on a loaded machine
@@ -43,9 +44,12 @@ async def create(
 ) -> StoredMessage:
     video = sandbox.add_attachment(clip, f"{name}.mp4", "video/mp4")
     visibility = "public" if public else "server"
-    reply = await run(sandbox, world.guild, world.channel, world.member, "character create", name=name, video=video,
-                      visibility=visibility, **options)  # fmt: skip
-    assert f"Created `@{name}`" in reply.content, reply.content
+    handle = await sandbox.invoke(world.guild, world.channel, world.member, "character create", name=name,
+                                  video=video, visibility=visibility, **options)  # fmt: skip
+    reply = await handle.wait_final_message(timeout=TIMEOUT)
+    if public:  # public only once the owner confirms the person shown agreed
+        reply = await confirm_consent(sandbox, handle, world.member)
+    assert f"`@{name}`" in reply.content, reply.content
     return reply
 
 

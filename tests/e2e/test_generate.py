@@ -13,6 +13,7 @@ from bot.app import Castbot
 from discord_sandbox import DiscordSandbox, StoredMessage
 from discord_sandbox.clips import make_clip
 from tests.conftest import BotHarness, World
+from tests.helpers import confirm_consent
 
 
 @pytest.fixture
@@ -149,7 +150,7 @@ async def test_imported_character_works_until_the_owner_revokes_it(
     share = await sandbox.invoke(
         world.guild, world.channel, world.member, "character share", name="fox", visibility="public"
     )
-    shared = await share.wait_final_message()
+    shared = await confirm_consent(sandbox, share, world.member)
     code = next(f["value"] for f in shared.embeds[0]["fields"] if f["name"] == "Share code").split("`")[1]
     other = (world.other_guild, world.other_channel, world.other_member)
     imported = await sandbox.invoke(*other, "character import", code=code, name="Vulpes")

@@ -13,6 +13,7 @@ from bot.app import Castbot
 from discord_sandbox import DiscordSandbox, Member, StoredMessage
 from discord_sandbox.clips import make_clip, make_png_as_mp4
 from tests.conftest import BotHarness, World
+from tests.helpers import confirm_consent
 
 pytestmark = pytest.mark.e2e
 TIMEOUT = 20.0
@@ -199,7 +200,9 @@ async def test_every_free_text_option_at_its_maximum_length_is_answered(
                 values[option["name"]] = text
                 values = {k: v for k, v in values.items() if k in {o["name"] for o in options}}
                 who = world.admin if path.startswith(("settings", "budget")) else world.member
-                handle = await sandbox.invoke(world.guild, world.channel, who, path, options=values)
+                # /operator is hidden from non-admins: model an admin who sees it (the bot refuses them)
+                handle = await sandbox.invoke(world.guild, world.channel, who, path, options=values,
+                                              override_permissions=path.startswith("operator"))  # fmt: skip
                 reply = await handle.wait_final_message(timeout=TIMEOUT)
                 assert reply.content or reply.embeds
                 checked.append(f"{path}.{option['name']}")
@@ -253,6 +256,7 @@ async def test_an_import_alias_cannot_look_like_a_local_name(
                                 video=sandbox.add_attachment(clips["clip"], "c.mp4", "video/mp4"),
                                 visibility="public")  # fmt: skip
     await answer(home)
+    await confirm_consent(sandbox, home, world.member)
     code = await castbot.db.fetchone("SELECT share_code FROM characters WHERE name = 'Fox'")
     assert code is not None
     other = World(world.other_guild, world.other_channel, world.admin, world.other_member, world.guild,

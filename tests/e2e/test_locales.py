@@ -61,6 +61,7 @@ async def test_synced_commands_carry_localizations_within_discord_limits(
         "character",
         "generate",
         "jobs",
+        "operator",
         "settings",
         "Make character",
     }

@@ -22,7 +22,7 @@ from bot.i18n import t
 from bot.providers.base import VideoProvider
 from bot.providers.local import LocalProvider
 from bot.services.actors import Actor
-from bot.services.characters import CharacterService, Created, Upload
+from bot.services.characters import CharacterService, CharacterView, Created, Upload
 from bot.services.characters.errors import (
     AlreadyImported,
     CannotDelete,
@@ -37,6 +37,7 @@ from bot.services.characters.errors import (
     Unusable,
 )
 from bot.services.guilds import GuildService
+from bot.services.trust_rules import ConsentRequired
 from discord_sandbox.clips import make_clip
 
 GUILD_A, GUILD_B = 100, 200
@@ -114,10 +115,22 @@ class Env:
         return self.settings.data_dir
 
     async def create(self, actor: Actor, name: str, visibility: str = "server", description: str = "") -> Created:
+        """Created with `visibility`, the owner confirming consent when it is asked for (public)."""
         upload = self.clips.upload(f"{name}.mp4", self.clip)
-        return await self.service.create_from_upload(
+        created = await self.service.create_from_upload(
             actor, name=name, upload=upload, description=description, visibility=visibility
         )
+        if created.character.visibility != visibility:
+            shared = await self.service.share_with_consent(actor, created.character.id, visibility)
+            return Created(shared, created.registration)
+        return created
+
+    async def share(self, actor: Actor, name: str, visibility: str) -> CharacterView:
+        """/character share, then the consent button when the service asks for it."""
+        try:
+            return await self.service.share(actor, name, visibility)
+        except ConsentRequired as needed:
+            return await self.service.share_with_consent(actor, needed.character_id, needed.visibility)
 
     def stored_files(self) -> list[str]:
         return sorted(
@@ -276,7 +289,7 @@ async def test_dm_actor_is_refused(env: Env) -> None:
 
 async def test_share_revoke_and_reshare_keep_one_stable_code(env: Env) -> None:
     await env.create(OWNER, "Hero", "server")
-    public = await env.service.share(OWNER, "hero", "public")
+    public = await env.share(OWNER, "hero", "public")
     code = public.share_code
     assert code is not None
     imported = await env.service.import_character(OUTSIDER, f" {code[:5]}-{code[5:]} ", "Champion")
@@ -297,7 +310,7 @@ async def test_share_revoke_and_reshare_keep_one_stable_code(env: Env) -> None:
     with pytest.raises(UnknownShareCode):  # a revoked code imports nothing, anywhere
         await env.service.import_character(Actor(user_id=9, guild_id=300), code)
 
-    again = await env.service.share(OWNER, "hero", "public")
+    again = await env.share(OWNER, "hero", "public")
     assert again.share_code == code
     assert len(await env.service.resolve_for_generation(OUTSIDER_2, ["champion"])) == 1
 

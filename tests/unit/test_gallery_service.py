@@ -64,7 +64,8 @@ async def publish(env: Env, actor: Actor, name: str, description: str = "", tags
     created = await env.service.create_from_upload(
         actor, name=name, upload=env.clips.upload(f"{name}.mp4", env.clip), description=description
     )
-    await env.service.share(actor, name, "public")
+    # the owner confirms the person shown agreed (the consent button), as public sharing asks
+    await env.service.share_with_consent(actor, created.character.id, "public")
     if tags:
         await GalleryService(env.db, env.service, clock=env.clock).edit(actor, name, tags=tags)
     return created.character.id

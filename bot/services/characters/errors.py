@@ -114,6 +114,7 @@ class Unusable(enum.StrEnum):
     PRIVATE = "private"  # someone else's private character
     REVOKED = "revoked"  # an import whose owner stopped sharing it publicly
     DELETED = "deleted"  # deleted by its owner or a moderator (here or, for imports, at home)
+    TAKEN_DOWN = "taken_down"  # an operator took it down (bot/services/trust.py)
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,9 @@ from bot.services.characters.values import (
 )
 from bot.services.guilds import GuildService
 from bot.services.storage import StorageService, refused_when_full
+from bot.services.trust_rules import ConsentRequired, check_importable, consent_needed, taken_down_among
 from bot.store import characters as store
+from bot.store import trust as trust_store
 from bot.store.characters import CharacterRow, Listed, Reach
 
 __all__ = [
@@ -153,6 +155,7 @@ class CharacterService:
         self.check_upload(upload)
         await self._require_free(guild_id, clean)
         await self._require_space()
+        visibility = await self._until_consent(guild_id, visibility)
         tmp = self._files.temporary("upload")
         try:
             with refused_when_full():  # the disk filled up meanwhile: the same refusal, nothing kept
@@ -180,6 +183,7 @@ class CharacterService:
             raise JobNotFound()
         await self._require_free(guild_id, clean)
         await self._require_space()
+        visibility = await self._until_consent(guild_id, visibility)
         sha = await asyncio.to_thread(media.sha256_file, source)
         with refused_when_full():
             return await self._create(actor, clean, description, visibility, source, sha, owned=False, job_id=job.id)
@@ -372,6 +376,9 @@ class CharacterService:
             if names is None:
                 names = await store.usable_names(self._db, guild_id, actor.user_id)
             problems.append(UnusableName(key, Unusable.UNKNOWN, tuple(close_matches(key, names))))
+        # an operator's takedown stops a character everywhere, its own server included
+        down = await taken_down_among(self._db, [u.character_id for u in usable])
+        problems += [UnusableName(u.key, Unusable.TAKEN_DOWN) for u in usable if u.character_id in down]
         if problems:
             raise UnknownCharacters(problems)
         return usable
@@ -492,11 +499,38 @@ class CharacterService:
         row = entry.character
         if row.owner_id != actor.user_id:
             raise NotOwner(row.name)
+        if await consent_needed(self._db, guild_id, row.visibility, visibility):
+            raise ConsentRequired(row.id, row.name, visibility)  # the cog asks with a button
         async with self._db.transaction() as conn:
             await self._set_visibility(conn, row.id, visibility, new_share_code(), self._clock())
         fresh = await store.get(self._db, row.id)
         assert fresh is not None
         return await self._view(actor, Listed(fresh), detailed=True)
+
+    async def share_with_consent(self, actor: Actor, character_id: int, visibility: str) -> CharacterView:
+        """The owner confirmed that the person shown is them or agreed: record it (user, time,
+        visibility) and share. The consent button carries the character's id (bot/actions/sharing.py)."""
+        guild_id = self._guild(actor)
+        self._check_choice("visibility", visibility, VISIBILITIES)
+        row = await store.get(self._db, character_id)
+        if row is None or row.deleted_at is not None or row.guild_id != guild_id:
+            raise CharacterNotFound(f"#{character_id}")
+        if row.owner_id != actor.user_id:
+            raise NotOwner(row.name)
+        if row.visibility != visibility:
+            now = self._clock()
+            async with self._db.transaction() as conn:
+                await trust_store.add_consent(
+                    conn, character_id=row.id, user_id=actor.user_id, visibility=visibility, now=now
+                )
+                await self._set_visibility(conn, row.id, visibility, new_share_code(), now)
+        fresh = await store.get(self._db, row.id)
+        assert fresh is not None
+        return await self._view(actor, Listed(fresh), detailed=True)
+
+    async def _until_consent(self, guild_id: int, visibility: str) -> str:
+        """A new character stays private until its owner confirms consent (when it is needed)."""
+        return "private" if await consent_needed(self._db, guild_id, "private", visibility) else visibility
 
     async def _set_visibility(
         self, conn: aiosqlite.Connection, character_id: int, visibility: str, code: str, now: float
@@ -522,6 +556,7 @@ class CharacterService:
             raise UnknownShareCode(code)  # the same answer whether it never existed or is private now
         if row.guild_id == guild_id:
             raise ImportFromSameGuild(row.name)
+        await check_importable(self._db, guild_id, row)
         existing = await store.import_of(self._db, guild_id, row.id)
         if existing is not None:
             raise AlreadyImported(existing.alias)
