@@ -181,7 +181,7 @@ def build_actions(client: discord.Client, services: Services) -> Actions:
         delivery=delivery,
         characters=CharacterActions(services.characters),
         gallery=GalleryActions(client, services.gallery),
-        reports=ReportActions(client, services.trust),
+        reports=ReportActions(client, services.trust, services.guilds),
         sharing=SharingActions(client, services.characters, services.trust),
     )
 

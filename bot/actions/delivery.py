@@ -17,6 +17,7 @@ from typing import Any
 import discord
 
 from bot.actions.buttons import result_view, status_view
+from bot.actions.languages import guild_language
 from bot.domain.job_state import JobState
 from bot.domain.jobs import Job
 from bot.domain.money import format_usd
@@ -110,11 +111,7 @@ class DeliveryActions:
 
     async def channel_locale(self, job: Job) -> str:
         """The language of the job's channel posts: the /settings choice, else the guild's."""
-        settings = await self._guilds.get(job.guild_id)
-        if settings.locale:
-            return settings.locale
-        guild = self._client.get_guild(job.guild_id)
-        return guild.preferred_locale.value if guild else (job.locale or "en-US")
+        return await guild_language(self._client, self._guilds, job.guild_id, job.locale or "en-US")
 
     def upload_limit(self, guild_id: int) -> int:
         guild = self._client.get_guild(guild_id)

@@ -16,14 +16,16 @@ from typing import Any
 import discord
 
 from bot.actions import actions_of
+from bot.actions.languages import guild_language
 from bot.i18n import t
+from bot.services.guilds import GuildService
 from bot.services.trust import REASONS, ReportOutcome, TrustService
 from bot.ui.replies import actor_of, locale_of, report_error
 from bot.ui.trust import operator_notice, report_done_text, report_prompt_text, server_notice
 
 log = logging.getLogger(__name__)
 
-NOTICE_LOCALE = "en-US"  # channel posts and operators' DMs: no reader's locale is known there
+NOTICE_LOCALE = "en-US"  # operators' DMs and channel: no reader's language is known there
 
 
 class ReportButton(
@@ -102,9 +104,10 @@ def card_report_view(character_id: int, locale: str) -> discord.ui.View:
 
 
 class ReportActions:
-    def __init__(self, client: discord.Client, trust: TrustService) -> None:
+    def __init__(self, client: discord.Client, trust: TrustService, guilds: GuildService) -> None:
         self._client = client
         self._trust = trust
+        self._guilds = guilds
 
     async def ask_reason(self, interaction: discord.Interaction[Any], kind: str, target_id: int) -> None:
         """The Report button: which shared characters it names, and a picker of reasons."""
@@ -139,7 +142,8 @@ class ReportActions:
                 channel = self._client.get_partial_messageable(
                     reported.report_channel_id, guild_id=reported.home_guild_id
                 )
-                await channel.send(server_notice(outcome, reported, NOTICE_LOCALE), allowed_mentions=none)
+                locale = await guild_language(self._client, self._guilds, reported.home_guild_id, NOTICE_LOCALE)
+                await channel.send(server_notice(outcome, reported, locale), allowed_mentions=none)
             except discord.HTTPException as exc:
                 log.warning("report of character %d: report channel post failed (%s)", reported.character_id, exc)
         if not outcome.characters:

@@ -104,6 +104,8 @@ async def test_three_reports_hide_the_card_and_reach_moderators_and_operators(
     owner_view = await sandbox.invoke(world.guild, world.channel, world.member, "character info", name="fox")
     assert (await owner_view.wait_final_message(timeout=TIMEOUT)).custom_ids() == []  # not on one's own
     assert await community_names(sandbox, third, third_channel, eli) == ["@Fox"]
+    # the owner's server writes in German: its moderators read the third notice in German
+    await run(sandbox, world.guild, world.channel, world.admin, "settings", options={"locale": "de"})
     # the third distinct member reports from the card posted in their own server
     await bot.get_partial_messageable(third_channel.id).send("@Fox", view=card_report_view(fox, "en-US"))
     their_card = await sandbox.wait_for(lambda: third_channel.last_message)
@@ -116,7 +118,7 @@ async def test_three_reports_hide_the_card_and_reach_moderators_and_operators(
                                      else None)  # fmt: skip
     assert all(m.allowed_mentions == {"parse": []} for m in notices)
     assert "reported `@Fox`" in notices[0].content and "Not me / shown without consent" in notices[0].content
-    assert "hidden from the public listing" in notices[2].content
+    assert "in der öffentlichen Liste ausgeblendet" in notices[2].content  # in the server's language
     # and so did the operator, by DM
     dms = await sandbox.wait_for(lambda: sandbox.dm_channel(operator).visible_messages
                                  if len(sandbox.dm_channel(operator).visible_messages) == 3 else None)  # fmt: skip
