@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -16,9 +18,11 @@ import pytest
 from bot.__main__ import open_bot
 from bot.app import Castbot
 from bot.config import Settings
-from bot.db import Database
+from bot.db import Database, SqliteDatabase
+from bot.db_postgres import PostgresDatabase
 from discord_sandbox import MANAGE_GUILD, Channel, DiscordSandbox, Guild, Member
 from discord_sandbox.spec import SCHEMAS_CHECKED
+from tests.postgres import MISSING, PostgresServer, find_bin_dir
 
 SANDBOX_TOKEN = "sandbox-bot-token"
 
@@ -168,13 +172,62 @@ async def castbot(harness: BotHarness, world: World) -> Castbot:
     return await harness.start()
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for this test process (one per xdist worker), stopped at the end.
+
+    Skipped, with what is missing, only where no PostgreSQL can be found; CASTBOT_REQUIRE_POSTGRES=1
+    (set by .ci/run) turns that skip into a failure."""
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        if os.environ.get("CASTBOT_REQUIRE_POSTGRES"):
+            pytest.fail(MISSING, pytrace=False)
+        pytest.skip(MISSING)
+    server = PostgresServer(bin_dir)
+    server.start()
+    yield server
+    server.stop()
+
+
+ENGINES = ["sqlite", "postgresql"]
+
+
+@asynccontextmanager
+async def open_test_database(engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated database of `engine`: a file in the test's folder, or a fresh PostgreSQL database
+    (dropped afterwards)."""
+    if engine == "sqlite":
+        database: Database = await Database.open(tmp_path / "castbot.sqlite3")
+        await database.migrate()
+        try:
+            yield database
+        finally:
+            await database.close()
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = await server.new_database()
+    database = await PostgresDatabase.connect(url)
+    try:
+        yield database
+    finally:
+        await database.close()
+        await server.drop_database(url)
+
+
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    """A migrated database in the test's own folder."""
+async def sqlite_db(tmp_path: Path) -> AsyncIterator[SqliteDatabase]:
+    """A migrated SQLite database, for tests of what only the SQLite file does (its locks, its path)."""
     database = await Database.open(tmp_path / "castbot.sqlite3")
     await database.migrate()
     yield database
     await database.close()
+
+
+@pytest.fixture(params=ENGINES)
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated database, once on each engine: SQLite in the test's own folder, and PostgreSQL."""
+    async with open_test_database(request.param, request, tmp_path) as database:
+        yield database
 
 
 @pytest.fixture

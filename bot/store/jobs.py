@@ -8,9 +8,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
-
-from bot.db import Database
+from bot.db import Connection, Database, Row
 from bot.domain.job_state import ACTIVE, JobState, check_moves, ordered
 from bot.domain.jobs import Job
 from bot.store.rows import mapped
@@ -20,7 +18,7 @@ from bot.store.rows import mapped
 PROGRESS_STEP = 25
 
 
-def job_of(row: aiosqlite.Row) -> Job:
+def job_of(row: Row) -> Job:
     """A jobs row as the domain's Job, column by column."""
     return Job(
         id=row["id"],
@@ -73,12 +71,12 @@ class NewJob:
     deadline_at: float
 
 
-async def insert(conn: aiosqlite.Connection, job: NewJob, now: float) -> int:
+async def insert(conn: Connection, job: NewJob, now: float) -> int:
     cursor = await conn.execute(
         "INSERT INTO jobs (interaction_id, guild_id, channel_id, user_id, locale, prompt, request_json, providers,"
         " provider, state, estimate_micros, global_period, guild_period, member_period, next_poll_at, deadline_at,"
         " created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
             job.interaction_id,
             job.guild_id,
@@ -100,11 +98,12 @@ async def insert(conn: aiosqlite.Connection, job: NewJob, now: float) -> int:
             now,
         ),
     )
-    assert cursor.lastrowid is not None
-    return cursor.lastrowid
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
 
 
-async def get(conn: aiosqlite.Connection | Database, job_id: int) -> Job | None:
+async def get(conn: Connection | Database, job_id: int) -> Job | None:
     sql = "SELECT * FROM jobs WHERE id = ?"
     if isinstance(conn, Database):
         row = await conn.fetchone(sql, (job_id,))
@@ -114,14 +113,14 @@ async def get(conn: aiosqlite.Connection | Database, job_id: int) -> Job | None:
     return None if row is None else job_of(row)
 
 
-async def by_interaction(conn: aiosqlite.Connection, interaction_id: int) -> Job | None:
+async def by_interaction(conn: Connection, interaction_id: int) -> Job | None:
     async with conn.execute("SELECT * FROM jobs WHERE interaction_id = ?", (interaction_id,)) as cursor:
         row = await cursor.fetchone()
     return None if row is None else job_of(row)
 
 
 async def transition(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     job_id: int,
     from_states: Iterable[JobState],
     to_state: JobState,
@@ -148,14 +147,12 @@ def _one_of(states: Collection[JobState]) -> tuple[str, tuple[JobState, ...]]:
     return f"state IN ({','.join('?' for _ in params)})", params
 
 
-async def update_fields(conn: aiosqlite.Connection, job_id: int, now: float, **fields: Any) -> None:
+async def update_fields(conn: Connection, job_id: int, now: float, **fields: Any) -> None:
     assignments = ", ".join(f"{name} = ?" for name in fields)
     await conn.execute(f"UPDATE jobs SET {assignments}, updated_at = ? WHERE id = ?", (*fields.values(), now, job_id))
 
 
-async def postpone(
-    conn: aiosqlite.Connection, job_ids: Sequence[int], states: Collection[JobState], until: float
-) -> None:
+async def postpone(conn: Connection, job_ids: Sequence[int], states: Collection[JobState], until: float) -> None:
     """Look at these jobs no sooner than `until` (if still in `states`); updated_at is left alone:
     nothing about the job changed."""
     in_states, params = _one_of(states)
@@ -163,8 +160,9 @@ async def postpone(
         chunk = job_ids[start : start + 500]
         ids = ",".join("?" for _ in chunk)
         await conn.execute(
-            f"UPDATE jobs SET next_poll_at = MAX(COALESCE(next_poll_at, 0), ?) WHERE id IN ({ids}) AND {in_states}",
-            (until, *chunk, *params),
+            f"UPDATE jobs SET next_poll_at = CASE WHEN next_poll_at > ? THEN next_poll_at ELSE ? END"
+            f" WHERE id IN ({ids}) AND {in_states}",
+            (until, until, *chunk, *params),
         )
 
 
@@ -212,15 +210,18 @@ class Progress:
     seen_next_poll_at: float | None = None
 
 
-async def record_progress(conn: aiosqlite.Connection, rows: Sequence[Progress], now: float) -> None:
+async def record_progress(conn: Connection, rows: Sequence[Progress], now: float) -> None:
     """One statement for a whole polling pass; a job whose state moved meanwhile is left alone."""
     for row in rows:
         if row.new_state != row.state:
             check_moves((row.state,), row.new_state)
     await conn.executemany(
         "UPDATE jobs SET state = ?, progress = ?, poll_failures = 0,"
-        " next_poll_at = CASE WHEN ? IS NOT NULL AND next_poll_at IS NOT ? THEN MIN(next_poll_at, ?) ELSE ? END,"
-        " updated_at = ?, version = version + (state != ?) WHERE id = ? AND state = ?",
+        # the sooner of the two when next_poll_at moved since it was read (MIN(NULL, x) is NULL)
+        " next_poll_at = CASE WHEN CAST(? AS DOUBLE PRECISION) IS NOT NULL"
+        " AND next_poll_at IS DISTINCT FROM CAST(? AS DOUBLE PRECISION)"
+        " AND (next_poll_at IS NULL OR next_poll_at < ?) THEN next_poll_at ELSE ? END,"
+        " updated_at = ?, version = version + CASE WHEN state <> ? THEN 1 ELSE 0 END WHERE id = ? AND state = ?",
         [
             (
                 r.new_state,
@@ -248,7 +249,7 @@ async def next_due_at(db: Database, states: Collection[JobState], *, unnotified_
     return None if row is None or row[0] is None else float(row[0])
 
 
-async def count_active(conn: aiosqlite.Connection, guild_id: int, user_id: int | None = None) -> int:
+async def count_active(conn: Connection, guild_id: int, user_id: int | None = None) -> int:
     in_states, states = _one_of(ACTIVE)
     sql = f"SELECT COUNT(*) FROM jobs WHERE guild_id = ? AND {in_states}"
     params: list[Any] = [guild_id, *states]
@@ -264,7 +265,7 @@ async def count_active(conn: aiosqlite.Connection, guild_id: int, user_id: int |
 # --- attempts (the outbox) ----------------------------------------------------------------------
 
 
-async def start_attempt(conn: aiosqlite.Connection, job_id: int, provider: str, now: float) -> str:
+async def start_attempt(conn: Connection, job_id: int, provider: str, now: float) -> str:
     """Record that we are about to send; returns the attempt's client reference."""
     async with conn.execute("SELECT COALESCE(MAX(n), 0) + 1 FROM attempts WHERE job_id = ?", (job_id,)) as cur:
         row = await cur.fetchone()
@@ -279,7 +280,7 @@ async def start_attempt(conn: aiosqlite.Connection, job_id: int, provider: str, 
 
 
 async def finish_attempt(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     client_ref: str,
     state: str,
     now: float,
@@ -295,7 +296,7 @@ async def finish_attempt(
     )
 
 
-async def attempts_for(db: Database, job_id: int) -> list[aiosqlite.Row]:
+async def attempts_for(db: Database, job_id: int) -> list[Row]:
     return await db.fetchall("SELECT * FROM attempts WHERE job_id = ? ORDER BY n", (job_id,))
 
 
@@ -345,14 +346,14 @@ async def held_due_by_provider(db: Database, now: float, per_provider: int) -> l
     rows = await db.fetchall(
         "SELECT id, provider FROM (SELECT id, provider, next_poll_at,"
         " ROW_NUMBER() OVER (PARTITION BY provider ORDER BY next_poll_at, id) AS n FROM jobs"
-        " WHERE state = ? AND (next_poll_at IS NULL OR next_poll_at <= ?))"
+        " WHERE state = ? AND (next_poll_at IS NULL OR next_poll_at <= ?)) AS held"
         " WHERE n <= ? ORDER BY next_poll_at, id",
         (JobState.HELD, now, per_provider),
     )
     return [(int(r[0]), r[1]) for r in rows]
 
 
-async def mark_in_flight_ambiguous(conn: aiosqlite.Connection, now: float) -> list[int]:
+async def mark_in_flight_ambiguous(conn: Connection, now: float) -> list[int]:
     """After a restart: a job caught mid-submission may have reached the provider. Never resend it."""
     source, target = JobState.SUBMITTING, JobState.AMBIGUOUS
     check_moves((source,), target)

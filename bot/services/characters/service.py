@@ -20,18 +20,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import mimetypes
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import aiosqlite
 import httpx
 
 from bot import media
 from bot.config import Settings
-from bot.db import Database
+from bot.db import Connection, Database, IntegrityError
 from bot.errors import GuildOnly
 from bot.media.preview import gallery
 from bot.prompts import (
@@ -273,7 +271,7 @@ class CharacterService:
         return character_id
 
     @asynccontextmanager
-    async def _claim(self, guild_id: int, name: str) -> AsyncIterator[aiosqlite.Connection]:
+    async def _claim(self, guild_id: int, name: str) -> AsyncIterator[Connection]:
         """A write transaction in which `name` is free in the guild (else NameTaken)."""
         key = name_key(name)
         async with self._db.transaction() as conn:
@@ -499,7 +497,7 @@ class CharacterService:
         return await self._view(actor, Listed(fresh), detailed=True)
 
     async def _set_visibility(
-        self, conn: aiosqlite.Connection, character_id: int, visibility: str, code: str, now: float
+        self, conn: Connection, character_id: int, visibility: str, code: str, now: float
     ) -> None:
         """Set visibility; a first `public` gets `code` (retried on the unlikely collision)."""
         for _ in range(5):
@@ -509,7 +507,7 @@ class CharacterService:
                         conn, character_id, visibility, code if visibility == "public" else None, now
                     )
                 return
-            except sqlite3.IntegrityError:
+            except IntegrityError:
                 code = new_share_code()
         raise RuntimeError("could not issue a unique share code")
 
@@ -642,7 +640,7 @@ class CharacterService:
 
 
 @asynccontextmanager
-async def _savepoint(conn: aiosqlite.Connection) -> AsyncIterator[None]:
+async def _savepoint(conn: Connection) -> AsyncIterator[None]:
     """A nested transaction, so one failed statement can be retried without losing the rest."""
     await conn.execute("SAVEPOINT share_code")
     try:
