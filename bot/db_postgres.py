@@ -42,7 +42,7 @@ from bot.db import (
 
 log = logging.getLogger(__name__)
 
-# Two processes starting at once must not both apply the same migration (pg_advisory_xact_lock key).
+# Two processes starting at once must not both apply the same migration (a pg_advisory_lock key).
 _MIGRATION_LOCK = 0x0CA57B07
 _TAG_COUNT = re.compile(r"(\d+)$")
 # Shared migrations are written in SQLite's types; on PostgreSQL an INTEGER column must hold a Discord
@@ -242,37 +242,37 @@ class PostgresDatabase(Database):
         migrations = discover_migrations(directory, self.dialect)
         latest = migrations[-1].version if migrations else 0
         async with self._pool.acquire() as conn:
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version"
-                " (version BIGINT PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
-            )
-            current = await self.user_version()
-            check_version(current, latest)
-            for migration in migrations:
-                if migration.version <= current:
-                    continue
-                sql = migration.path.read_text(encoding="utf-8")
-                if migration.path.parent == directory:
-                    sql = shared_sql_for_postgres(sql)
-                try:
-                    async with conn.transaction():
-                        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-                        applied = await conn.fetchval(
-                            "SELECT 1 FROM schema_version WHERE version = $1", migration.version
-                        )
-                        if applied:  # another process got there first
-                            continue
-                        await conn.execute(sql)
-                        await conn.execute(
-                            "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)",
-                            migration.version,
-                            time.time(),
-                        )
-                except asyncpg.PostgresError as exc:
-                    raise MigrationError(f"migration {migration.name} failed: {exc}") from exc
-                log.info("database migrated to version %d (%s)", migration.version, migration.name)
-                current = migration.version
-        return max(current, await self.user_version())
+            # processes starting together: one migrates, the others wait and then find nothing to do
+            with _errors():
+                await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+            try:
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_version"
+                    " (version BIGINT PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
+                )
+                current = int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
+                check_version(current, latest)
+                for migration in migrations:
+                    if migration.version <= current:
+                        continue
+                    sql = migration.path.read_text(encoding="utf-8")
+                    if migration.path.parent == directory:  # a shared file, written in SQLite's types
+                        sql = shared_sql_for_postgres(sql)
+                    try:
+                        async with conn.transaction():
+                            await conn.execute(sql)
+                            await conn.execute(
+                                "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)",
+                                migration.version,
+                                time.time(),
+                            )
+                    except asyncpg.PostgresError as exc:
+                        raise MigrationError(f"migration {migration.name} failed: {exc}") from exc
+                    log.info("database migrated to version %d (%s)", migration.version, migration.name)
+                    current = migration.version
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+        return current
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PgConnection]:
