@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -19,10 +18,9 @@ from bot.__main__ import open_bot
 from bot.app import Castbot
 from bot.config import Settings
 from bot.db import Database, SqliteDatabase
-from bot.db_postgres import PostgresDatabase
 from discord_sandbox import MANAGE_GUILD, Channel, DiscordSandbox, Guild, Member
 from discord_sandbox.spec import SCHEMAS_CHECKED
-from tests.postgres import MISSING, PostgresServer, find_bin_dir
+from tests.postgres import ENGINES, MISSING, PostgresServer, find_bin_dir, open_test_database
 
 SANDBOX_TOKEN = "sandbox-bot-token"
 
@@ -187,31 +185,6 @@ def postgres_server() -> Iterator[PostgresServer]:
     server.start()
     yield server
     server.stop()
-
-
-ENGINES = ["sqlite", "postgresql"]
-
-
-@asynccontextmanager
-async def open_test_database(engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    """A migrated database of `engine`: a file in the test's folder, or a fresh PostgreSQL database
-    (dropped afterwards)."""
-    if engine == "sqlite":
-        database: Database = await Database.open(tmp_path / "castbot.sqlite3")
-        await database.migrate()
-        try:
-            yield database
-        finally:
-            await database.close()
-        return
-    server: PostgresServer = request.getfixturevalue("postgres_server")
-    url = await server.new_database()
-    database = await PostgresDatabase.connect(url)
-    try:
-        yield database
-    finally:
-        await database.close()
-        await server.drop_database(url)
 
 
 @pytest.fixture

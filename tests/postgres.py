@@ -15,13 +15,18 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
+import pytest
 
+from bot.db import Database
 from bot.db_postgres import PostgresDatabase
 
 _DIRS = [os.environ.get("PG_BIN", ""), *sorted(map(str, Path("/usr/lib/postgresql").glob("*/bin")), reverse=True)]
+ENGINES = ["sqlite", "postgresql"]  # the `db` fixture's params
 MISSING = (
     "no PostgreSQL server binaries (initdb, pg_ctl, postgres) on PATH, in PG_BIN or /usr/lib/postgresql/*/bin: "
     "install PostgreSQL 15 (apt-get install postgresql) to run the PostgreSQL half of the store tests"
@@ -138,3 +143,25 @@ class PostgresServer:
     async def drop_database(self, url: str) -> None:
         name = url.split("@/", 1)[1].split("?", 1)[0]
         await self._admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@asynccontextmanager
+async def open_test_database(engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated database of `engine`: a file in the test's folder, or a fresh PostgreSQL database
+    (dropped afterwards)."""
+    if engine == "sqlite":
+        database: Database = await Database.open(tmp_path / "castbot.sqlite3")
+        await database.migrate()
+        try:
+            yield database
+        finally:
+            await database.close()
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = await server.new_database()
+    database = await PostgresDatabase.connect(url)
+    try:
+        yield database
+    finally:
+        await database.close()
+        await server.drop_database(url)
