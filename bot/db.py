@@ -123,6 +123,9 @@ class Database(abc.ABC):
     dialect: ClassVar[str]
     # Told how long each write transaction took, lock wait included (the metrics, bot/app.py)
     write_observer: Callable[[float], None] | None = None
+    # This process's name on the job leases it holds (bot/store/jobs.py claim_jobs): unique per
+    # process on PostgreSQL; on SQLite one process owns the file, so no lease is ever written.
+    lease_owner: str = "local"
 
     @staticmethod
     async def open(path: Path) -> SqliteDatabase:

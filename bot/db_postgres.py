@@ -17,7 +17,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import re
+import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Generator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -219,6 +222,8 @@ class PostgresDatabase(Database):
         self._url = url
         self._write_lock = asyncio.Lock()
         self.write_observer = None
+        # unique among the processes sharing the database, and readable in a query by an operator
+        self.lease_owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
     @classmethod
     async def connect(cls, url: str, *, pool_size: int = 8) -> PostgresDatabase:

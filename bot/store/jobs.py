@@ -8,8 +8,8 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.db import Connection, Database, Row
-from bot.domain.job_state import ACTIVE, JobState, check_moves, ordered
+from bot.db import Connection, Database, Row, dialect
+from bot.domain.job_state import ACTIVE, FINISHED, OPEN, JobState, check_moves, ordered
 from bot.domain.jobs import Job
 from bot.store.rows import mapped
 
@@ -168,10 +168,11 @@ async def postpone(conn: Connection, job_ids: Sequence[int], states: Collection[
 
 async def due(db: Database, now: float, states: Collection[JobState], limit: int = 500) -> list[Job]:
     in_states, params = _one_of(states)
+    owned, me = _owned(db)
     rows = await db.fetchall(
-        f"SELECT * FROM jobs WHERE {in_states}"
+        f"SELECT * FROM jobs WHERE {in_states}{owned}"
         " AND (next_poll_at IS NULL OR next_poll_at <= ?) ORDER BY next_poll_at LIMIT ?",
-        (*params, now, limit),
+        (*params, *me, now, limit),
     )
     return [job_of(r) for r in rows]
 
@@ -182,10 +183,11 @@ async def due_next(
     """`provider`'s jobs in `states` that fall due next (after `after`, up to `until`), soonest first:
     what fills a batched status request that would otherwise go out partly empty."""
     in_states, params = _one_of(states)
+    owned, me = _owned(db)
     rows = await db.fetchall(
-        f"SELECT * FROM jobs WHERE {in_states} AND next_poll_at > ?"
+        f"SELECT * FROM jobs WHERE {in_states}{owned} AND next_poll_at > ?"
         " AND next_poll_at <= ? AND provider = ? AND external_id IS NOT NULL ORDER BY next_poll_at LIMIT ?",
-        (*params, after, until, provider, limit),
+        (*params, *me, after, until, provider, limit),
     )
     return [job_of(r) for r in rows]
 
@@ -242,10 +244,11 @@ async def record_progress(conn: Connection, rows: Sequence[Progress], now: float
 
 async def next_due_at(db: Database, states: Collection[JobState], *, unnotified_only: bool = False) -> float | None:
     in_states, params = _one_of(states)
-    sql = f"SELECT MIN(COALESCE(next_poll_at, 0)) FROM jobs WHERE {in_states}"
+    owned, me = _owned(db)
+    sql = f"SELECT MIN(COALESCE(next_poll_at, 0)) FROM jobs WHERE {in_states}{owned}"
     if unnotified_only:
         sql += " AND notified_at IS NULL"
-    row = await db.fetchone(sql, params)
+    row = await db.fetchone(sql, (*params, *me))
     return None if row is None or row[0] is None else float(row[0])
 
 
@@ -303,10 +306,11 @@ async def attempts_for(db: Database, job_id: int) -> list[Row]:
 async def unnotified(db: Database, states: Collection[JobState], now: float, limit: int) -> list[Job]:
     """Finished jobs whose final message is still owed, due now."""
     in_states, params = _one_of(states)
+    owned, me = _owned(db)
     rows = await db.fetchall(
-        f"SELECT * FROM jobs WHERE notified_at IS NULL AND {in_states}"
+        f"SELECT * FROM jobs WHERE notified_at IS NULL AND {in_states}{owned}"
         " AND (next_poll_at IS NULL OR next_poll_at <= ?) ORDER BY updated_at LIMIT ?",
-        (*params, now, limit),
+        (*params, *me, now, limit),
     )
     return [job_of(r) for r in rows]
 
@@ -325,10 +329,14 @@ class StatusChange:
 async def status_changes(db: Database, after: int, limit: int) -> list[StatusChange]:
     """Jobs with a status message whose state or progress step changed since `status_seq` `after`,
     in the order the changes were committed (migration 0006)."""
+    # on PostgreSQL, the owner edits the message; a job nobody holds (yet) is anyone's to show
+    owned, me = (
+        ("", ()) if db.dialect == "sqlite" else (" AND (lease_owner = ? OR lease_owner IS NULL)", (db.lease_owner,))
+    )
     rows = await db.fetchall(
-        "SELECT id AS job_id, channel_id, state, progress, status_seq AS seq FROM jobs WHERE status_seq > ?"
+        f"SELECT id AS job_id, channel_id, state, progress, status_seq AS seq FROM jobs WHERE status_seq > ?{owned}"
         " ORDER BY status_seq LIMIT ?",
-        (after, limit),
+        (after, *me, limit),
     )
     return [mapped(StatusChange, r, state=JobState(r["state"])) for r in rows]
 
@@ -343,34 +351,103 @@ async def held_due_by_provider(db: Database, now: float, per_provider: int) -> l
 
     Narrow rows: the loop asks on every pass and dispatches only a few at a time, and a long
     queue for one provider must not hide another provider's jobs behind it."""
+    owned, me = _owned(db)
     rows = await db.fetchall(
         "SELECT id, provider FROM (SELECT id, provider, next_poll_at,"
         " ROW_NUMBER() OVER (PARTITION BY provider ORDER BY next_poll_at, id) AS n FROM jobs"
-        " WHERE state = ? AND (next_poll_at IS NULL OR next_poll_at <= ?)) AS held"
+        f" WHERE state = ?{owned} AND (next_poll_at IS NULL OR next_poll_at <= ?)) AS held"
         " WHERE n <= ? ORDER BY next_poll_at, id",
-        (JobState.HELD, now, per_provider),
+        (JobState.HELD, *me, now, per_provider),
     )
     return [(int(r[0]), r[1]) for r in rows]
 
 
-async def mark_in_flight_ambiguous(conn: Connection, now: float) -> list[int]:
-    """After a restart: a job caught mid-submission may have reached the provider. Never resend it."""
+async def mark_in_flight_ambiguous(conn: Connection, now: float, only: Sequence[int] | None = None) -> list[int]:
+    """After a restart, or taking over a dead process's jobs (`only` those): a job caught
+    mid-submission may have reached the provider. Never resend it."""
     source, target = JobState.SUBMITTING, JobState.AMBIGUOUS
     check_moves((source,), target)
-    async with conn.execute("SELECT id FROM jobs WHERE state = ?", (source,)) as cursor:
+    if only is not None and not only:
+        return []
+    among = "" if only is None else f" AND id IN ({','.join('?' for _ in only)})"
+    chosen = () if only is None else tuple(only)
+    async with conn.execute(f"SELECT id FROM jobs WHERE state = ?{among}", (source, *chosen)) as cursor:
         ids = [int(r[0]) for r in await cursor.fetchall()]
     # the attempt's own states ('sending', 'ambiguous') are not job states
     await conn.execute(
         "UPDATE attempts SET state = 'ambiguous', error = 'interrupted by a restart'"
-        " WHERE state = 'sending' AND job_id IN (SELECT id FROM jobs WHERE state = ?)",
-        (source,),
+        f" WHERE state = 'sending' AND job_id IN (SELECT id FROM jobs WHERE state = ?{among})",
+        (source, *chosen),
     )
     await conn.execute(
         "UPDATE jobs SET state = ?, error = 'interrupted by a restart', next_poll_at = ?, updated_at = ?,"
-        " version = version + 1 WHERE state = ?",
-        (target, now, now, source),
+        f" version = version + 1 WHERE state = ?{among}",
+        (target, now, now, source, *chosen),
     )
     return ids
+
+
+# --- leases: which process acts on a job -----------------------------------------------------------
+
+
+def _owned(db: Database) -> tuple[str, tuple[str, ...]]:
+    """` AND lease_owner = ?` on PostgreSQL, where several processes share the jobs; nothing on
+    SQLite, where the one process owns them all."""
+    if db.dialect == "sqlite":
+        return "", ()
+    return " AND lease_owner = ?", (db.lease_owner,)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    job_id: int
+    state: JobState
+    previous_owner: str | None  # another process's name: taken over after its lease expired
+
+
+async def claim_jobs(conn: Connection, owner: str, now: float, lease: float, limit: int = 5000) -> list[Claimed]:
+    """Take (or renew) the lease of every job the loop still has work on that nobody else holds:
+    unowned, expired, or ours and past half its lease (so most passes write nothing). Rows another
+    process is writing right now are skipped (FOR UPDATE SKIP LOCKED), never waited for. On SQLite
+    one process owns every job: nothing is written."""
+    if dialect(conn) == "sqlite":
+        return []
+    open_states, finished = ordered(OPEN), ordered(FINISHED)
+    rows = await (
+        await conn.execute(
+            "WITH picked AS (SELECT id, lease_owner AS was FROM jobs"
+            f" WHERE (state IN ({','.join('?' for _ in open_states)})"
+            f" OR (notified_at IS NULL AND state IN ({','.join('?' for _ in finished)})))"
+            " AND (lease_owner IS NULL OR lease_until < ? OR (lease_owner = ? AND lease_until < ?))"
+            " ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED)"
+            " UPDATE jobs SET lease_owner = ?, lease_until = ? FROM picked WHERE jobs.id = picked.id"
+            " RETURNING jobs.id, jobs.state, picked.was",
+            (*open_states, *finished, now, owner, now + lease / 2, limit, owner, now + lease),
+        )
+    ).fetchall()
+    return [Claimed(int(r[0]), JobState(r[1]), r[2]) for r in rows]
+
+
+async def take_over(conn: Connection, owner: str, now: float, lease: float, *, restart: bool) -> list[int]:
+    """Claim or renew this process's jobs, and apply the restart rule to the jobs it now owns that
+    another process (dead: its lease expired) left mid-submission; returns those jobs' ids.
+
+    SQLite (one process): at a restart every job left mid-submission is such a job; between
+    restarts there is nothing to take over."""
+    if dialect(conn) == "sqlite":
+        return await mark_in_flight_ambiguous(conn, now) if restart else []
+    claimed = await claim_jobs(conn, owner, now, lease)
+    orphaned = [c.job_id for c in claimed if c.state == JobState.SUBMITTING and c.previous_owner != owner]
+    return await mark_in_flight_ambiguous(conn, now, only=orphaned)
+
+
+async def release_leases(db: Database) -> int:
+    """At a clean stop: give this process's jobs back at once, for another process to take."""
+    if db.dialect == "sqlite":
+        return 0
+    return await db.execute(
+        "UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?", (db.lease_owner,)
+    )
 
 
 async def count_by_state(db: Database) -> dict[str, int]:
