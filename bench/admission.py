@@ -11,6 +11,8 @@ holds 50,000 finished jobs, as a server that has been running for a while would.
     .venv/bin/python -m bench.admission            # about 30 s
     .venv/bin/python -m bench.admission --quick    # smoke test
     .venv/bin/python -m bench.admission --legacy-indexes   # before migration 0005
+    .venv/bin/python -m bench.admission --postgres         # on a temporary PostgreSQL server
+    .venv/bin/python -m bench.admission --database-url postgresql://…   # on yours
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import httpx
 from pydantic import SecretStr
 
 from bench._common import Summary, bounded, fmt, report, workdir
+from bench._pg import BenchPostgres, add_arguments
 from bench._seed import legacy_indexes, seed_history
 from bot.__main__ import open_bot
 from bot.config import Settings
@@ -54,6 +57,7 @@ class Config:
     overshoot: float = 1.25  # requests made = budget x overshoot
     history: int = 50_000  # finished jobs already in the database
     legacy_indexes: bool = False
+    postgres: BenchPostgres | None = None  # None: the SQLite file
 
 
 QUICK = Config(members=5, one_guild_holds=40, guilds=20, global_holds=60, history=500)
@@ -109,6 +113,7 @@ async def scenario(
         openai_base_url=UNREACHABLE,
         global_monthly_budget_usd=Decimal(usd(global_holds * hold)) if global_holds else None,
         log_level="WARNING",
+        database_url=SecretStr(await config.postgres.new_database(data_dir.name)) if config.postgres else None,
     )
     async with open_bot(settings) as bot:
         if config.legacy_indexes:
@@ -253,7 +258,7 @@ def print_result(config: Config, outcomes: list[Outcome]) -> None:
         for o in outcomes
     ]
     report(
-        "Admission throughput (GenerationService.admit, real SQLite)",
+        f"Admission throughput (GenerationService.admit, real {'PostgreSQL' if config.postgres else 'SQLite'})",
         [
             "scenario",
             "requests",
@@ -280,13 +285,25 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     parser.add_argument("--history", type=int, default=None, help="finished jobs already in the database")
     parser.add_argument("--legacy-indexes", action="store_true", help="the job indexes before migration 0005")
     parser.add_argument("--keep", action="store_true")
+    add_arguments(parser)
     args = parser.parse_args(argv)
     config = QUICK if args.quick else Config()
     if args.history is not None:
         config = replace(config, history=args.history)
     if args.legacy_indexes:
         config = replace(config, legacy_indexes=True)
-    outcomes: list[Outcome] = asyncio.run(bounded(run(config, keep=args.keep), 280, "admission"))
+    postgres = BenchPostgres.from_args(args)
+    if postgres is not None:
+        config = replace(config, postgres=postgres)
+
+    async def go() -> list[Outcome]:
+        try:
+            return await bounded(run(config, keep=args.keep), 280, "admission")  # type: ignore[no-any-return]
+        finally:
+            if postgres is not None:
+                await postgres.close()
+
+    outcomes: list[Outcome] = asyncio.run(go())
     print_result(config, outcomes)
     return outcomes
 

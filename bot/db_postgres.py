@@ -114,6 +114,15 @@ def translate(sql: str, named: bool = False) -> tuple[str, tuple[str, ...]]:
     return "".join(out), tuple(names)
 
 
+_ROWS = re.compile(r"^\s*(SELECT|WITH|VALUES)\b|\bRETURNING\b", re.IGNORECASE)
+
+
+def _returns_rows(sql: str) -> bool:
+    """A query or a write with RETURNING (read with fetch), else a write whose status tag holds
+    the row count (read with execute)."""
+    return _ROWS.search(sql) is not None
+
+
 def _args(sql: str, params: Params) -> tuple[str, Sequence[Any]]:
     if isinstance(params, dict):
         text, names = translate(sql, named=True)
@@ -187,9 +196,11 @@ class PgConnection:
     async def _run(self, sql: str, params: Params) -> PgCursor:
         text, args = _args(sql, params)
         with _errors():
-            statement = await self.raw.prepare(text)
-            rows = await statement.fetch(*args)
-            return PgCursor(rows, statement.get_statusmsg())
+            # both calls use asyncpg's per-connection statement cache (one round trip once warm)
+            if _returns_rows(text):
+                rows = await self.raw.fetch(text, *args)
+                return PgCursor(rows, f"SELECT {len(rows)}")  # RETURNING: one row per row changed
+            return PgCursor([], await self.raw.execute(text, *args))
 
     def execute(self, sql: str, parameters: Params | None = None) -> PgResult:
         return PgResult(self._run(sql, parameters or ()))
