@@ -221,6 +221,7 @@ class BudgetService:
     async def check_activity(self, conn: Connection, guild_id: int, user_id: int, settings: GuildSettings) -> None:
         """Refuse a new job when the member or the guild already has the most active jobs allowed
         (held/submitting/queued/running/ambiguous). Call inside the admission transaction."""
+        await jobs_store.admissions_take_turns(conn, guild_id)
         if await jobs_store.count_active(conn, guild_id, user_id) >= settings.max_active_per_member:
             raise TooManyActiveJobs(MEMBER, settings.max_active_per_member)
         if await jobs_store.count_active(conn, guild_id) >= settings.max_active_per_guild:

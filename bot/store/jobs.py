@@ -252,6 +252,17 @@ async def next_due_at(db: Database, states: Collection[JobState], *, unnotified_
     return None if row is None or row[0] is None else float(row[0])
 
 
+_ADMISSIONS = 0x0CA5  # pg_advisory_xact_lock's first key: admissions, per guild (the second key)
+
+
+async def admissions_take_turns(conn: Connection, guild_id: int) -> None:
+    """PostgreSQL: admissions to one guild wait for each other until commit, whichever process makes
+    them, so the active jobs counted next include every job admitted before. SQLite has one writer."""
+    if dialect(conn) == "sqlite":
+        return
+    await conn.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", (_ADMISSIONS, str(guild_id)))
+
+
 async def count_active(conn: Connection, guild_id: int, user_id: int | None = None) -> int:
     in_states, states = _one_of(ACTIVE)
     sql = f"SELECT COUNT(*) FROM jobs WHERE guild_id = ? AND {in_states}"

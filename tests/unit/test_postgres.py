@@ -17,9 +17,11 @@ import pytest
 
 from bot.db import MIGRATIONS_DIR, DatabaseError, IntegrityError, MigrationError, discover_migrations
 from bot.db_postgres import PostgresDatabase, shared_sql_for_postgres, translate
+from bot.services.budget import TooManyActiveJobs
 from bot.store import budgets
 from bot.store.budgets import InsufficientBudget, Scope
 from tests.postgres import PostgresServer
+from tests.unit.test_budget_service import GUILD, USD, Clock, admit, configure, make_service
 from tests.unit.test_budget_store import (
     assert_no_cap_exceeded_and_ledger_balances,
     insert_job,
@@ -249,3 +251,28 @@ async def test_a_thousand_admissions_from_four_processes_never_overspend(pg: Pos
     held = await pg.fetchone("SELECT CAST(SUM(amount_micros) AS BIGINT) AS total FROM ledger WHERE kind = 'hold'")
     assert held is not None
     assert held["total"] == next(r["held_micros"] for r in rows if r["scope"] == "global")
+
+
+async def test_active_job_caps_hold_across_processes(pg: PostgresDatabase) -> None:
+    # four handles (processes) admit 40 jobs of one member at once: the cap of 2 active jobs holds
+    others = [await PostgresDatabase.connect(pg._url) for _ in range(3)]
+    dbs = [pg, *others]
+    clock = Clock()
+    services = [make_service(db, clock) for db in dbs]
+    try:
+        await configure(pg, GUILD, monthly_limit_micros=10 * USD, max_active_per_member=2, max_active_per_guild=3)
+
+        async def one(i: int) -> bool:
+            try:
+                await admit(services[i % 4], dbs[i % 4], GUILD, 2 + i % 2, 1_000, activity=True)
+            except TooManyActiveJobs:
+                return False
+            return True
+
+        admitted = await asyncio.gather(*(one(i) for i in range(40)))
+        assert sum(admitted) == 3  # the guild's cap; each member's 2 inside it
+        rows = await pg.fetchall("SELECT user_id, COUNT(*) AS n FROM jobs GROUP BY user_id")
+        assert all(r["n"] <= 2 for r in rows)
+    finally:
+        for other in others:
+            await other.close()
