@@ -26,6 +26,7 @@ from bot.store.rows import mapped
 Source: TypeAlias = "Database | Connection"
 Params = Sequence[Any] | dict[str, Any]
 FINISHED_JOB_STATES = ordered(MADE)  # jobs whose video exists
+_NAMES = 0x0CA6  # pg_advisory_xact_lock's first key: name claims, per guild (the second key)
 _TOP = "\U0010ffff"  # sorts after every other code point (bytes, or PostgreSQL's "C" collation): "starts with ?"
 
 
@@ -330,7 +331,12 @@ async def name_holder(conn: Connection, guild_id: int, key: str) -> str | None:
 
     An import of a deleted character can never work again, so it does not hold its alias: it is
     removed here, inside the caller's transaction, when someone claims the name.
+
+    On PostgreSQL, claims of names in one guild take turns until commit (several processes), so
+    the check and the caller's insert cannot interleave with another claim's.
     """
+    if dialect(conn) == "postgresql":
+        await conn.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", (_NAMES, str(guild_id)))
     own = await live_by_key(conn, guild_id, key)
     if own is not None:
         return own.name
