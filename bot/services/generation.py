@@ -441,9 +441,7 @@ class GenerationService:
     async def renew_leases(self) -> None:
         """Every loop pass: keep this process's jobs, and take over those of a process that stopped
         renewing (it died), with the restart rules: a job it left mid-submission becomes ambiguous."""
-        now = self._clock()
-        async with self._db.transaction() as conn:
-            orphaned = await store.take_over(conn, self._db.lease_owner, now, self._lease_seconds, restart=False)
+        orphaned = await store.renew_leases(self._db, self._clock(), self._lease_seconds)
         for job_id in orphaned:
             log.warning("job %d was being submitted by a process that stopped; reconciling, not resending", job_id)
 

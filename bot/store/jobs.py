@@ -452,6 +452,15 @@ async def take_over(conn: Connection, owner: str, now: float, lease: float, *, r
     return await mark_in_flight_ambiguous(conn, now, only=orphaned)
 
 
+async def renew_leases(db: Database, now: float, lease: float) -> list[int]:
+    """A loop pass's `take_over`, in a transaction of its own; on SQLite nothing to do, and no
+    transaction is opened."""
+    if db.dialect == "sqlite":
+        return []
+    async with db.transaction() as conn:
+        return await take_over(conn, db.lease_owner, now, lease, restart=False)
+
+
 async def release_leases(db: Database) -> int:
     """At a clean stop: give this process's jobs back at once, for another process to take."""
     if db.dialect == "sqlite":
