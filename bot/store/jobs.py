@@ -418,9 +418,10 @@ class Claimed:
 
 async def claim_jobs(conn: Connection, owner: str, now: float, lease: float, limit: int = 5000) -> list[Claimed]:
     """Take (or renew) the lease of every job the loop still has work on that nobody else holds:
-    unowned, expired, or ours and past half its lease (so most passes write nothing). Rows another
-    process is writing right now are skipped (FOR UPDATE SKIP LOCKED), never waited for. On SQLite
-    one process owns every job: nothing is written."""
+    unowned, expired, or ours with under three quarters of the lease left (a pass comes at least
+    every quarter lease, so a live process renews with half the lease to spare; most passes write
+    nothing). Rows another process is writing right now are skipped (FOR UPDATE SKIP LOCKED), never
+    waited for. On SQLite one process owns every job: nothing is written."""
     if dialect(conn) == "sqlite":
         return []
     open_states, finished = ordered(OPEN), ordered(FINISHED)
@@ -433,7 +434,7 @@ async def claim_jobs(conn: Connection, owner: str, now: float, lease: float, lim
             " ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED)"
             " UPDATE jobs SET lease_owner = ?, lease_until = ? FROM picked WHERE jobs.id = picked.id"
             " RETURNING jobs.id, jobs.state, picked.was",
-            (*open_states, *finished, now, owner, now + lease / 2, limit, owner, now + lease),
+            (*open_states, *finished, now, owner, now + lease * 3 / 4, limit, owner, now + lease),
         )
     ).fetchall()
     return [Claimed(int(r[0]), JobState(r[1]), r[2]) for r in rows]
