@@ -15,6 +15,7 @@ run side by side, on disjoint jobs (leases, bot/store/jobs.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -300,7 +301,10 @@ class PostgresDatabase(Database):
             try:
                 yield PgConnection(conn)
             except BaseException:
-                await tx.rollback()
+                # the body's error is the one to report: a connection that broke cannot roll back,
+                # and the pool discards it anyway
+                with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                    await tx.rollback()
                 raise
             else:
                 with _errors():
