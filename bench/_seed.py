@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench._common import BOT_SRC
-from bot.db import Database
+from bot.db import Database, open_database
 from bot.domain.job_state import RENDERING, JobState
 from bot.domain.periods import period_keys
 from bot.store import budgets as money
@@ -39,9 +39,10 @@ class SeedJob:
     callback_token: str | None = None  # the provider was given /hooks/<provider>/<token> (webhooks on)
 
 
-async def open_db(data_dir: Path) -> Database:
-    """The bot's database, migrated with the migrations of the source tree the bot runs from."""
-    db = await Database.open(data_dir / "castbot.sqlite3")
+async def open_db(data_dir: Path, database_url: str | None = None) -> Database:
+    """The bot's database (the SQLite file, or PostgreSQL at `database_url`), migrated with the
+    migrations of the source tree the bot runs from."""
+    db = await open_database(database_url, data_dir / "castbot.sqlite3")
     await db.migrate(BOT_SRC / "migrations")
     return db
 

@@ -11,6 +11,8 @@ holds 50,000 finished jobs, as a server that has been running for a while would.
     .venv/bin/python -m bench.admission            # about 30 s
     .venv/bin/python -m bench.admission --quick    # smoke test
     .venv/bin/python -m bench.admission --legacy-indexes   # before migration 0005
+    .venv/bin/python -m bench.admission --postgres         # on a temporary PostgreSQL server
+    .venv/bin/python -m bench.admission --database-url postgresql://…   # on yours
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import multiprocessing
 import random
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
@@ -29,6 +33,7 @@ import httpx
 from pydantic import SecretStr
 
 from bench._common import Summary, bounded, fmt, report, workdir
+from bench._pg import BenchPostgres, add_arguments
 from bench._seed import legacy_indexes, seed_history
 from bot.__main__ import open_bot
 from bot.config import Settings
@@ -54,6 +59,8 @@ class Config:
     overshoot: float = 1.25  # requests made = budget x overshoot
     history: int = 50_000  # finished jobs already in the database
     legacy_indexes: bool = False
+    postgres: BenchPostgres | None = None  # None: the SQLite file
+    processes: int = 1  # bot processes admitting at once (more than one: PostgreSQL only)
 
 
 QUICK = Config(members=5, one_guild_holds=40, guilds=20, global_holds=60, history=500)
@@ -91,6 +98,81 @@ def usd(micros: int) -> str:
     return str(Decimal(micros) / Decimal(1_000_000))
 
 
+@dataclass
+class Share:
+    """What one process's members did: counts, latencies, and when (wall clock) they ran."""
+
+    admitted: int
+    refused: Counter[str]
+    latencies: list[float]
+    started: float
+    last_hold: float
+    ended: float
+
+
+def settings_for(data_dir: Path, hold: int, global_holds: int | None, url: str | None) -> Settings:
+    return Settings(
+        _env_file=None,
+        data_dir=data_dir,
+        providers=("openai",),
+        openai_api_key=SecretStr(OPENAI_KEY),
+        openai_base_url=UNREACHABLE,
+        global_monthly_budget_usd=Decimal(usd(global_holds * hold)) if global_holds else None,
+        log_level="WARNING",
+        database_url=SecretStr(url) if url else None,
+    )
+
+
+async def run_members(services, askers: list[tuple[int, int]], members: int, first_interaction: int) -> Share:
+    """`members` coroutines admitting the `askers`' requests one after another."""
+    queue = iter(askers)
+    interaction_ids = itertools.count(first_interaction)
+    latencies: list[float] = []
+    refused: Counter[str] = Counter()
+    admitted = 0
+    last_hold = 0.0
+
+    async def member() -> None:
+        nonlocal admitted, last_hold
+        for guild_id, user_id in queue:
+            command = GenerateCommand(
+                actor=Actor(user_id=user_id, guild_id=guild_id),
+                interaction_id=next(interaction_ids),
+                channel_id=guild_id + 1,
+                locale="en-US",
+                prompt="a lighthouse in the fog, the beam turning slowly",
+            )
+            began = time.perf_counter()
+            try:
+                await services.generation.admit(command)
+            except BudgetExceeded as exc:
+                refused[exc.scope] += 1
+            except UserFacingError as exc:
+                refused[exc.key] += 1
+            else:
+                admitted += 1
+                last_hold = time.time()
+            latencies.append((time.perf_counter() - began) * 1000)
+
+    started = time.time()
+    await asyncio.gather(*(member() for _ in range(members)))
+    return Share(admitted, refused, latencies, started, last_hold, time.time())
+
+
+def _process_share(
+    where: tuple[Path, int, int | None, str | None], askers: list[tuple[int, int]], members: int, first: int, go: float
+) -> Share:
+    """One more bot process (spawned): the production wiring on the same PostgreSQL database,
+    admitting its share of the requests from `go` (wall clock) on."""
+
+    async def main() -> Share:
+        async with open_bot(settings_for(*where)) as bot:
+            await asyncio.sleep(max(0.0, go - time.time()))
+            return await run_members(bot.services, askers, members, first)
+
+    return asyncio.run(main())
+
+
 async def scenario(
     name: str,
     data_dir: Path,
@@ -101,15 +183,8 @@ async def scenario(
     global_holds: int | None,
     capacity: int,
 ) -> Outcome:
-    settings = Settings(
-        _env_file=None,
-        data_dir=data_dir,
-        providers=("openai",),
-        openai_api_key=SecretStr(OPENAI_KEY),
-        openai_base_url=UNREACHABLE,
-        global_monthly_budget_usd=Decimal(usd(global_holds * hold)) if global_holds else None,
-        log_level="WARNING",
-    )
+    url = await config.postgres.new_database(data_dir.name) if config.postgres else None
+    settings = settings_for(data_dir, hold, global_holds, url)
     async with open_bot(settings) as bot:
         if config.legacy_indexes:
             await legacy_indexes(bot.db)
@@ -129,47 +204,41 @@ async def scenario(
             else (g := rng.choice(guilds), g * 100 + 1 + rng.randrange(MEMBERS_PER_GUILD))
             for i in range(requests)
         ]
-        queue = iter(enumerate(askers))
-        interaction_ids = itertools.count(10**15)
-        latencies: list[float] = []
-        refused: Counter[str] = Counter()
-        admitted = 0
-        last_hold = 0.0
-
-        async def member() -> None:
-            nonlocal admitted, last_hold
-            for _, (guild_id, user_id) in queue:
-                command = GenerateCommand(
-                    actor=Actor(user_id=user_id, guild_id=guild_id),
-                    interaction_id=next(interaction_ids),
-                    channel_id=guild_id + 1,
-                    locale="en-US",
-                    prompt="a lighthouse in the fog, the beam turning slowly",
-                )
-                began = time.perf_counter()
-                try:
-                    await services.generation.admit(command)
-                except BudgetExceeded as exc:
-                    refused[exc.scope] += 1
-                except UserFacingError as exc:
-                    refused[exc.key] += 1
-                else:
-                    admitted += 1
-                    last_hold = time.perf_counter()
-                latencies.append((time.perf_counter() - began) * 1000)
-
-        start = time.perf_counter()
-        await asyncio.gather(*(member() for _ in range(config.members)))
-        elapsed = time.perf_counter() - start
-        await check_no_overspend(bot, admitted, capacity, hold)
+        if config.processes == 1:
+            shares = [await run_members(services, askers, config.members, 10**15)]
+        else:
+            # the members split over several bot processes on the same database (this one idles)
+            n = config.processes
+            loop = asyncio.get_running_loop()
+            where = (data_dir, hold, global_holds, url)
+            with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
+                go = time.time() + 8.0  # every process open before the first request
+                futures = [
+                    loop.run_in_executor(
+                        pool,
+                        _process_share,
+                        where,
+                        askers[k::n],
+                        max(1, config.members // n),
+                        10**15 + k * 10**9,
+                        go,
+                    )
+                    for k in range(n)
+                ]
+                shares = list(await asyncio.gather(*futures))
+        await check_no_overspend(bot, sum(x.admitted for x in shares), capacity, hold)
+    start = min(x.started for x in shares)
+    refused: Counter[str] = Counter()
+    for x in shares:
+        refused.update(x.refused)
     return Outcome(
-        name=name,
+        name=name + (f", {config.processes} processes" if config.processes > 1 else ""),
         requests=requests,
-        admitted=admitted,
+        admitted=sum(x.admitted for x in shares),
         refused=refused,
-        elapsed=elapsed,
-        holds_elapsed=max(last_hold - start, 1e-9),
-        latency_ms=Summary.of(latencies),
+        elapsed=max(x.ended for x in shares) - start,
+        holds_elapsed=max(max(x.last_hold for x in shares) - start, 1e-9),
+        latency_ms=Summary.of([v for x in shares for v in x.latencies]),
         capacity=capacity,
     )
 
@@ -253,7 +322,7 @@ def print_result(config: Config, outcomes: list[Outcome]) -> None:
         for o in outcomes
     ]
     report(
-        "Admission throughput (GenerationService.admit, real SQLite)",
+        f"Admission throughput (GenerationService.admit, real {'PostgreSQL' if config.postgres else 'SQLite'})",
         [
             "scenario",
             "requests",
@@ -280,13 +349,30 @@ def main(argv: list[str] | None = None) -> list[Outcome]:
     parser.add_argument("--history", type=int, default=None, help="finished jobs already in the database")
     parser.add_argument("--legacy-indexes", action="store_true", help="the job indexes before migration 0005")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="bot processes admitting at once, on PostgreSQL (with --postgres)"
+    )
+    add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.processes > 1 and not (args.postgres or args.database_url):
+        parser.error("--processes needs PostgreSQL (--postgres or --database-url): SQLite is one process's")
     config = QUICK if args.quick else Config()
     if args.history is not None:
         config = replace(config, history=args.history)
     if args.legacy_indexes:
         config = replace(config, legacy_indexes=True)
-    outcomes: list[Outcome] = asyncio.run(bounded(run(config, keep=args.keep), 280, "admission"))
+    postgres = BenchPostgres.from_args(args)
+    if postgres is not None:
+        config = replace(config, postgres=postgres, processes=args.processes)
+
+    async def go() -> list[Outcome]:
+        try:
+            return await bounded(run(config, keep=args.keep), 280, "admission")  # type: ignore[no-any-return]
+        finally:
+            if postgres is not None:
+                await postgres.close()
+
+    outcomes: list[Outcome] = asyncio.run(go())
     print_result(config, outcomes)
     return outcomes
 

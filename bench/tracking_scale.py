@@ -18,6 +18,8 @@ a bot overloaded by the compression itself, which a real deployment of this size
     .venv/bin/python -m bench.tracking_scale                         # openai and kling, 5,000 jobs
     .venv/bin/python -m bench.tracking_scale --providers gemini,fal  # gemini and fal, 2,000 jobs
     .venv/bin/python -m bench.tracking_scale --quick                 # 20 jobs, all four (smoke test)
+    .venv/bin/python -m bench.tracking_scale --postgres              # the bot on a temporary PostgreSQL
+    .venv/bin/python -m bench.tracking_scale --database-url postgresql://…   # or on yours
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from bench._common import (
     verdict,
     workdir,
 )
+from bench._pg import BenchPostgres, add_arguments
 from bench._seed import SeedJob, open_db, seed_jobs
 from bench._sims import (
     FAL_KEY,
@@ -112,6 +115,7 @@ class Config:
     # PUBLIC_URL and HTTP_PORT set: the kling, gemini and fal simulators call the bot back when a
     # job ends, and the bot polls those jobs at POLL_MAX only (a safety pace)
     webhooks: bool = False
+    database_url: str | None = None  # the bot on PostgreSQL (DATABASE_URL); None: its SQLite file
 
 
 QUICK = Config(
@@ -378,7 +382,7 @@ async def castbot_phase(config: Config, jobs: list[PlannedJob], root: Path) -> t
                 guild = sandbox.add_guild(f"Guild {g}")
                 seats.append((guild.add_text_channel("general"), guild.add_member(f"member-{g}")))
             data_dir = root / "data"
-            db = await open_db(data_dir)
+            db = await open_db(data_dir, config.database_url)
             ends = sims.add(jobs)
             wall = time.time()
             hooked = config.webhooks
@@ -411,6 +415,8 @@ async def castbot_phase(config: Config, jobs: list[PlannedJob], root: Path) -> t
                 POLL_MAX_SECONDS=f"{config.poll_max / s:g}",
                 **sims.env(),
             )
+            if config.database_url:
+                env["DATABASE_URL"] = config.database_url
             if port is not None:
                 env.update(HTTP_HOST="127.0.0.1", HTTP_PORT=str(port), PUBLIC_URL=f"http://127.0.0.1:{port}")
             sims.clear_counts()
@@ -730,7 +736,7 @@ def print_result(r: Result) -> None:
         "lag = → posted in Discord (naive: → downloaded)"
     )
     report(
-        "Tracking at scale",
+        "Tracking at scale" + (" (the bot on PostgreSQL)" if c.database_url else ""),
         [
             "provider",
             "tracker",
@@ -765,6 +771,7 @@ def main(argv: list[str] | None = None) -> Result:
         "--webhooks", action="store_true", help="the kling, gemini and fal simulators call the bot back (PUBLIC_URL)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (bot log, database)")
+    add_arguments(parser)
     args = parser.parse_args(argv)
     config = QUICK if args.quick else Config()
     changes: dict[str, object] = {}
@@ -791,7 +798,19 @@ def main(argv: list[str] | None = None) -> Result:
     if args.webhooks:
         changes["webhooks"] = True
     config = replace(config, **changes)  # type: ignore[arg-type]
-    result = asyncio.run(run(config, keep=args.keep))
+    postgres = BenchPostgres.from_args(args)
+
+    async def go() -> Result:
+        nonlocal config
+        try:
+            if postgres is not None:
+                config = replace(config, database_url=await postgres.new_database("tracking"))
+            return await run(config, keep=args.keep)
+        finally:
+            if postgres is not None:
+                await postgres.close()
+
+    result = asyncio.run(go())
     print_result(result)
     return result
 

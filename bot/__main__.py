@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from bot import __version__
 from bot.app import Castbot, build_services, configure_discord_endpoints
 from bot.config import Settings
-from bot.db import Database, MigrationError
+from bot.db import MigrationError, open_database
 from bot.log import setup_logging
 from bot.providers.registry import ProviderNotConfigured, build_providers
 from bot.web import extra_routes
@@ -62,7 +62,8 @@ async def open_bot(settings: Settings, **bot_options: Any) -> AsyncIterator[Cast
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     configure_discord_endpoints(settings)
     async with contextlib.AsyncExitStack() as stack:
-        db = await Database.open(settings.database_path)
+        url = settings.database_url.get_secret_value() if settings.database_url is not None else None
+        db = await open_database(url, settings.database_path)
         stack.push_async_callback(db.close)
         version = await db.migrate()
         log.info("Castbot %s, database schema %d, data in %s", __version__, version, settings.data_dir)
@@ -93,7 +94,8 @@ async def run(settings: Settings) -> int:
     except ProviderNotConfigured as exc:
         return _fail(str(exc))
     except (OSError, sqlite3.Error) as exc:
-        return _fail(f"cannot open the database at {settings.database_path}: {exc}", 1)
+        where = "at DATABASE_URL" if settings.database_url is not None else f"at {settings.database_path}"
+        return _fail(f"cannot open the database {where}: {exc}", 1)
 
 
 async def _run_until_stopped(bot: Castbot, token: str) -> int:

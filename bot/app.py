@@ -36,7 +36,7 @@ from bot.services.characters.text import shown
 from bot.services.delivery import DeliveryService
 from bot.services.dispatcher import Dispatcher
 from bot.services.encoding import EncodingService
-from bot.services.generation import GenerationService
+from bot.services.generation import GenerationService, lease_seconds
 from bot.services.guilds import GuildService
 from bot.services.health import HealthService
 from bot.services.jobs_view import JobsViewService
@@ -113,6 +113,7 @@ def build_services(
         public_url=settings.public_url,
         storage=storage,
         metrics=metrics,
+        lease_seconds=lease_seconds(settings.poll_max_seconds),
     )
     tracker = Tracker(
         db,

@@ -1,33 +1,56 @@
-"""The SQLite database: one aiosqlite connection, numbered SQL migrations, short write transactions.
+"""The database: one API (`Database`) on two engines, numbered SQL migrations, short write transactions.
 
-All writes go through one connection, so SQLite serialises them and a conditional UPDATE is
-enough to make budget holds race-free. `transaction()` opens BEGIN IMMEDIATE so a transaction
-never has to upgrade a read lock (which would ignore busy_timeout), and callers keep it short:
-no awaits on foreign I/O (HTTP, Discord) inside.
+`DATABASE_URL` unset: the SQLite file in DATA_DIR (`SqliteDatabase`, here). All writes go through
+one connection, so SQLite serialises them. `transaction()` opens BEGIN IMMEDIATE so a transaction
+never has to upgrade a read lock (which would ignore busy_timeout).
+
+`DATABASE_URL=postgresql://…`: PostgreSQL through asyncpg (`bot.db_postgres`), for several
+processes on one database. Store code is written once for both: `?` placeholders, rows read by
+column name, `INSERT … RETURNING id` for new ids, and a `Connection` whose `execute()` gives a
+cursor with `rowcount` and `fetchone()`. Callers keep transactions short: no awaits on foreign
+I/O (HTTP, Discord) inside.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 import aiosqlite
 
 from bot.prompts import name_skeleton
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from bot.db_postgres import PgConnection
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 BUSY_TIMEOUT_MS = 5000
+
+# What store code is given inside a write transaction, and the rows it reads: the same shapes on
+# both engines (aiosqlite's, or bot.db_postgres's look-alikes over asyncpg).
+Connection: TypeAlias = "aiosqlite.Connection | PgConnection"
+Row: TypeAlias = "aiosqlite.Row | asyncpg.Record"
+Params: TypeAlias = Sequence[Any] | dict[str, Any]
+
+# Engine-neutral errors: SQLite raises sqlite3's own, and the PostgreSQL engine re-raises asyncpg's
+# as subclasses of these, so one `except` clause serves both engines.
+IntegrityError = sqlite3.IntegrityError
+OperationalError = sqlite3.OperationalError
+DatabaseError = sqlite3.Error
 
 
 class MigrationError(RuntimeError):
@@ -44,7 +67,7 @@ class Migration:
         return self.path.name
 
 
-def discover_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+def discover_migrations(directory: Path = MIGRATIONS_DIR, dialect: str = "sqlite") -> list[Migration]:
     """Numbered .sql files, checked to be contiguous from 1 so a gap or a duplicate fails loudly."""
     found: list[Migration] = []
     for path in sorted(directory.glob("*.sql")):
@@ -55,6 +78,14 @@ def discover_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     for expected, migration in enumerate(found, start=1):
         if migration.version != expected:
             raise MigrationError(f"migrations must be numbered 1..N without gaps; found {migration.name}")
+    # A migration whose SQL differs on another engine has a file of the same name in <dir>/<dialect>/.
+    variants = directory / dialect
+    if dialect != "sqlite" and variants.is_dir():
+        names = {m.name for m in found}
+        for path in variants.glob("*.sql"):
+            if path.name not in names:
+                raise MigrationError(f"{dialect} migration {path.name} has no shared file of the same name")
+        found = [Migration(m.version, variants / m.name if (variants / m.name).is_file() else m.path) for m in found]
     return found
 
 
@@ -86,23 +117,102 @@ def _probe_write(path: Path, timeout: float) -> None:
         conn.close()
 
 
-class Database:
+class Database(abc.ABC):
+    """The engine-neutral API every store module uses; `open_database()` picks the engine."""
+
+    dialect: ClassVar[str]
+    # Told how long each write transaction took, lock wait included (the metrics, bot/app.py)
+    write_observer: Callable[[float], None] | None = None
+    # This process's name on the job leases it holds (bot/store/jobs.py claim_jobs): unique per
+    # process on PostgreSQL; on SQLite one process owns the file, so no lease is ever written.
+    lease_owner: str = "local"
+
+    @staticmethod
+    async def open(path: Path) -> SqliteDatabase:
+        """The SQLite file at `path` (the default engine)."""
+        return await SqliteDatabase.open_file(path)
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def user_version(self) -> int:
+        """The schema version: the number of the last migration applied."""
+
+    @abc.abstractmethod
+    async def migrate(self, directory: Path = MIGRATIONS_DIR) -> int:
+        """Apply pending migrations, each in its own transaction; return the resulting version.
+
+        A failing migration leaves the database at the previous version. A database newer than
+        the code is refused rather than guessed at."""
+
+    @abc.abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[Connection]:
+        """A write transaction, committed at the end, rolled back on any exception (including
+        cancellation)."""
+
+    @abc.abstractmethod
+    async def probe_write(self, within: float) -> None:
+        """Prove the database takes a write within `within` seconds (/healthz). Raises DatabaseError,
+        OSError or TimeoutError."""
+
+    @abc.abstractmethod
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        """One autocommitted write; returns the number of rows changed."""
+
+    @abc.abstractmethod
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        """Every row of a query, from committed data only."""
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        """The first row of a query meant to return one (it reads them all)."""
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+
+def dialect(source: Database | Connection) -> str:
+    """ "sqlite" or "postgresql": for the few statements whose SQL differs between the engines."""
+    if isinstance(source, aiosqlite.Connection):
+        return "sqlite"
+    return source.dialect
+
+
+async def open_database(url: str | None, path: Path) -> Database:
+    """PostgreSQL when `url` is a postgresql:// URL, else the SQLite file at `path`."""
+    if url:
+        from bot.db_postgres import PostgresDatabase  # asyncpg is only loaded when asked for
+
+        return await PostgresDatabase.connect(url)
+    return await Database.open(path)
+
+
+def check_version(current: int, latest: int) -> None:
+    """Refuse a database newer than the code (same rule on both engines)."""
+    if current > latest:
+        raise MigrationError(
+            f"the database is at schema version {current}, newer than this Castbot understands "
+            f"({latest}); run a newer Castbot or restore a backup"
+        )
+
+
+class SqliteDatabase(Database):
     """The bot's SQLite file: one writer connection and one reader connection.
 
     Reads go to their own connection so that, under WAL, they only ever see committed data and
     never a half-done transaction another coroutine holds open on the writer.
     """
 
+    dialect = "sqlite"
+
     def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
         self.path = path
         self._conn = writer
         self._reader = reader
         self._write_lock = asyncio.Lock()
-        # Told how long each write transaction took, lock wait included (the metrics, bot/app.py)
-        self.write_observer: Callable[[float], None] | None = None
+        self.write_observer = None
 
     @classmethod
-    async def open(cls, path: Path) -> Database:
+    async def open_file(cls, path: Path) -> SqliteDatabase:
         path.parent.mkdir(parents=True, exist_ok=True)
         writer = await _connect(path)
         try:
@@ -127,19 +237,10 @@ class Database:
         return int(row[0])
 
     async def migrate(self, directory: Path = MIGRATIONS_DIR) -> int:
-        """Apply pending migrations, each in its own transaction; return the resulting version.
-
-        A failing migration leaves the database at the previous version. A database newer than
-        the code is refused rather than guessed at.
-        """
         migrations = discover_migrations(directory)
         latest = migrations[-1].version if migrations else 0
         current = await self.user_version()
-        if current > latest:
-            raise MigrationError(
-                f"the database is at schema version {current}, newer than this Castbot understands "
-                f"({latest}); run a newer Castbot or restore a backup"
-            )
+        check_version(current, latest)
         for migration in migrations:
             if migration.version <= current:
                 continue
@@ -181,20 +282,14 @@ class Database:
         read-only, gone) or TimeoutError."""
         await asyncio.wait_for(asyncio.to_thread(_probe_write, self.path, within), within + 1.0)
 
-    async def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
-        """One autocommitted write; returns the number of rows changed."""
+    async def execute(self, sql: str, params: Params = ()) -> int:
         async with self._write_lock:
             cursor = await self._conn.execute(sql, params)
             count = cursor.rowcount
             await cursor.close()
             return count
 
-    async def fetchone(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> aiosqlite.Row | None:
-        """The first row of a query meant to return one (it reads them all)."""
-        rows = await self.fetchall(sql, params)
-        return rows[0] if rows else None
-
-    async def fetchall(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[aiosqlite.Row]:
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         # One hop to the reader's thread runs the query to its end. A cursor read in several hops
         # keeps its statement (and so its snapshot) open in between: every read the other
         # coroutines make on the shared connection meanwhile would see that older snapshot,

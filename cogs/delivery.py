@@ -46,6 +46,8 @@ class DeliveryCog(commands.Cog):
         await self.bot.services.dispatcher.close()
         await self.bot.services.storage.close()
         await self.bot.actions.delivery.close()
+        with contextlib.suppress(Exception):  # best effort: unrenewed leases expire anyway
+            await self.bot.services.generation.release_leases()
 
     async def _run(self) -> None:
         await self.bot.wait_until_ready()
@@ -75,6 +77,7 @@ class DeliveryCog(commands.Cog):
         """One pass; each step is contained so one failure never starves the others."""
         services, actions = self.bot.services, self.bot.actions.delivery
         steps = (
+            services.generation.renew_leases,  # first: the steps below act only on this process's jobs
             services.dispatcher.fill,
             services.tracker.poll_once,
             actions.note_statuses,

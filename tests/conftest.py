@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -16,9 +17,10 @@ import pytest
 from bot.__main__ import open_bot
 from bot.app import Castbot
 from bot.config import Settings
-from bot.db import Database
+from bot.db import Database, SqliteDatabase
 from discord_sandbox import MANAGE_GUILD, Channel, DiscordSandbox, Guild, Member
 from discord_sandbox.spec import SCHEMAS_CHECKED
+from tests.postgres import ENGINES, MISSING, PostgresServer, find_bin_dir, open_test_database
 
 SANDBOX_TOKEN = "sandbox-bot-token"
 
@@ -168,13 +170,37 @@ async def castbot(harness: BotHarness, world: World) -> Castbot:
     return await harness.start()
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for this test process (one per xdist worker), stopped at the end.
+
+    Skipped, with what is missing, only where no PostgreSQL can be found; CASTBOT_REQUIRE_POSTGRES=1
+    (set by .ci/run) turns that skip into a failure."""
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        if os.environ.get("CASTBOT_REQUIRE_POSTGRES"):
+            pytest.fail(MISSING, pytrace=False)
+        pytest.skip(MISSING)
+    server = PostgresServer(bin_dir)
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    """A migrated database in the test's own folder."""
+async def sqlite_db(tmp_path: Path) -> AsyncIterator[SqliteDatabase]:
+    """A migrated SQLite database, for tests of what only the SQLite file does (its locks, its path)."""
     database = await Database.open(tmp_path / "castbot.sqlite3")
     await database.migrate()
     yield database
     await database.close()
+
+
+@pytest.fixture(params=ENGINES)
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated database, once on each engine: SQLite in the test's own folder, and PostgreSQL."""
+    async with open_test_database(request.param, request, tmp_path) as database:
+        yield database
 
 
 @pytest.fixture

@@ -47,11 +47,13 @@ class Files:
             cursor = await conn.execute(
                 "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, request_json, providers, provider, state, "
                 "estimate_micros, global_period, guild_period, member_period, created_at, updated_at, notified_at) "
-                "VALUES (1, 2, 3, 'p', ?, 'local', 'local', ?, 0, '2026-01', '2026-01', '2026-01-01', ?, ?, ?)",
+                "VALUES (1, 2, 3, 'p', ?, 'local', 'local', ?, 0, '2026-01', '2026-01', '2026-01-01', ?, ?, ?)"
+                " RETURNING id",
                 (json.dumps(request), state, NOW - 40 * DAY, NOW - 40 * DAY, notified),
             )
-            job_id = cursor.lastrowid
-            assert job_id is not None
+            row = await cursor.fetchone()
+            assert row is not None
+            job_id = int(row[0])
             if video:
                 path = self.data / "videos" / f"job-{job_id}.mp4"
                 path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,10 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final
 
-import aiosqlite
-
 from bot.config import Settings
-from bot.db import Database
+from bot.db import Connection, Database
 from bot.domain.money import Money, format_usd, parse_usd, usd_to_micros
 from bot.domain.periods import PeriodKeys, period_keys
 from bot.errors import GuildOnly, UserFacingError
@@ -200,7 +198,7 @@ class BudgetService:
             member_limit=daily,
         )
 
-    async def hold(self, conn: aiosqlite.Connection, job_id: int, plan: BudgetPlan, amount: int, now: float) -> None:
+    async def hold(self, conn: Connection, job_id: int, plan: BudgetPlan, amount: int, now: float) -> None:
         """Hold `amount` in all three scopes or none, inside the caller's transaction (the job row
         must already be inserted). Raises BudgetExceeded naming the short scope, or NoBudgetSet."""
         if amount < 0:
@@ -220,19 +218,16 @@ class BudgetService:
         except store.InsufficientBudget as short:
             raise BudgetExceeded(short.scope.scope, short.remaining, amount) from short
 
-    async def check_activity(
-        self, conn: aiosqlite.Connection, guild_id: int, user_id: int, settings: GuildSettings
-    ) -> None:
+    async def check_activity(self, conn: Connection, guild_id: int, user_id: int, settings: GuildSettings) -> None:
         """Refuse a new job when the member or the guild already has the most active jobs allowed
         (held/submitting/queued/running/ambiguous). Call inside the admission transaction."""
+        await jobs_store.admissions_take_turns(conn, guild_id)
         if await jobs_store.count_active(conn, guild_id, user_id) >= settings.max_active_per_member:
             raise TooManyActiveJobs(MEMBER, settings.max_active_per_member)
         if await jobs_store.count_active(conn, guild_id) >= settings.max_active_per_guild:
             raise TooManyActiveJobs(GUILD, settings.max_active_per_guild)
 
-    async def settle(
-        self, conn: aiosqlite.Connection, job_id: int, captured: int, now: float, reason: str = ""
-    ) -> None:
+    async def settle(self, conn: Connection, job_id: int, captured: int, now: float, reason: str = "") -> None:
         """Capture `captured` and release the rest of the job's hold, in the periods that held it.
 
         A capture above the hold captures the hold and records the excess as an overrun (logged:
@@ -258,7 +253,7 @@ class BudgetService:
                 "job %s cost %d micro-USD, %d more than its hold; recorded as an overrun", job_id, captured, overrun
             )
 
-    async def release(self, conn: aiosqlite.Connection, job_id: int, now: float, reason: str) -> None:
+    async def release(self, conn: Connection, job_id: int, now: float, reason: str) -> None:
         """Give the whole hold back (a failed, rejected or canceled job)."""
         await self.settle(conn, job_id, 0, now, reason)
 

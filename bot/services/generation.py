@@ -93,6 +93,16 @@ class Admitted:
     duplicate: bool  # the same interaction was admitted before: nothing new was held
 
 
+# How long a job stays this process's without renewal (PostgreSQL: several processes). The loop
+# renews every pass, and a pass comes at least every POLL_MAX_SECONDS, so the lease is several
+# passes long; it is also how long a dead process's jobs wait before another process takes them.
+LEASE_FLOOR_SECONDS = 60.0
+
+
+def lease_seconds(poll_max_seconds: float) -> float:
+    return max(LEASE_FLOOR_SECONDS, 4 * poll_max_seconds)
+
+
 class GenerationService:
     def __init__(
         self,
@@ -108,8 +118,10 @@ class GenerationService:
         public_url: str | None = None,
         storage: StorageService | None = None,
         metrics: Metrics | None = None,
+        lease_seconds: float = LEASE_FLOOR_SECONDS,
     ) -> None:
         self._db = db
+        self._lease_seconds = lease_seconds
         self._storage = storage  # None: no space check
         self._metrics = metrics
         self._providers = providers
@@ -418,12 +430,26 @@ class GenerationService:
         ambiguous (reconciled, never resubmitted); queued/running are polled; succeeded but
         unposted are delivered. Returns the open jobs by state, for the log.
         """
+        now = self._clock()
         async with self._db.transaction() as conn:
-            interrupted = await store.mark_in_flight_ambiguous(conn, self._clock())
+            interrupted = await store.take_over(conn, self._db.lease_owner, now, self._lease_seconds, restart=True)
         for job_id in interrupted:
             log.warning("job %d was being submitted when the bot stopped; reconciling, not resending", job_id)
         counts = await store.count_by_state(self._db)
         return {state: n for state, n in counts.items() if state in OPEN}
+
+    async def renew_leases(self) -> None:
+        """Every loop pass: keep this process's jobs, and take over those of a process that stopped
+        renewing (it died), with the restart rules: a job it left mid-submission becomes ambiguous."""
+        orphaned = await store.renew_leases(self._db, self._clock(), self._lease_seconds)
+        for job_id in orphaned:
+            log.warning("job %d was being submitted by a process that stopped; reconciling, not resending", job_id)
+
+    async def release_leases(self) -> None:
+        """At a clean stop: another process may take this one's jobs at once."""
+        released = await store.release_leases(self._db)
+        if released:
+            log.info("released the leases of %d jobs", released)
 
     async def next_due_at(self) -> float | None:
         """When the loop next has something to do (dispatch, poll or post)."""

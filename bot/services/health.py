@@ -32,9 +32,7 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from typing import Literal, cast
 
-import aiosqlite
-
-from bot.db import Database
+from bot.db import Connection, Database, Row
 from bot.providers.base import Ambiguous, AuthFailed, ProviderError, QuotaExhausted, RateLimited, Rejected
 from bot.services.actors import Actor
 from bot.services.guilds import GuildService
@@ -121,8 +119,8 @@ class HealthService:
             "SELECT provider, state, open_until, disabled_reason, updated_at FROM provider_health"
         )
         counts = await self._db.fetchall(
-            "SELECT provider, COUNT(*) AS total, SUM(ok = 0) AS failures FROM provider_events"
-            " WHERE at >= ? GROUP BY provider",
+            "SELECT provider, COUNT(*) AS total, CAST(SUM(CASE WHEN ok = 0 THEN 1 ELSE 0 END) AS BIGINT) AS failures"
+            " FROM provider_events WHERE at >= ? GROUP BY provider",
             (now - self._window,),
         )
         recent = {r["provider"]: (int(r["failures"] or 0), int(r["total"])) for r in counts}
@@ -138,7 +136,7 @@ class HealthService:
     async def state(self, provider: str) -> BreakerState:
         return (await self.states([provider]))[provider]
 
-    def _state(self, row: aiosqlite.Row, now: float, recent: tuple[int, int]) -> BreakerState:
+    def _state(self, row: Row, now: float, recent: tuple[int, int]) -> BreakerState:
         state = cast(BreakerStateName, row["state"])
         return BreakerState(
             provider=row["provider"],
@@ -223,9 +221,9 @@ class HealthService:
 
     async def _transition(
         self,
-        conn: aiosqlite.Connection,
+        conn: Connection,
         provider: str,
-        row: aiosqlite.Row | None,
+        row: Row | None,
         outcome: Outcome,
         now: float,
         reason: str,
@@ -246,9 +244,10 @@ class HealthService:
         # open: the timer decides; disabled: only a moderator does
         return None
 
-    async def _should_open(self, conn: aiosqlite.Connection, provider: str, since: float) -> bool:
+    async def _should_open(self, conn: Connection, provider: str, since: float) -> bool:
         async with conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(ok = 0), 0) FROM provider_events WHERE provider = ? AND at >= ?",
+            "SELECT COUNT(*), CAST(COALESCE(SUM(CASE WHEN ok = 0 THEN 1 ELSE 0 END), 0) AS BIGINT)"
+            " FROM provider_events WHERE provider = ? AND at >= ?",
             (provider, since),
         ) as cursor:
             total, failures = await cursor.fetchone() or (0, 0)
@@ -288,17 +287,17 @@ class HealthService:
         return await self.state(provider)
 
 
-async def _row(conn: aiosqlite.Connection, provider: str) -> aiosqlite.Row | None:
+async def _row(conn: Connection, provider: str) -> Row | None:
     async with conn.execute(
         "SELECT state, open_until, open_count, disabled_reason, updated_at FROM provider_health WHERE provider = ?",
         (provider,),
     ) as cursor:
-        row: aiosqlite.Row | None = await cursor.fetchone()
+        row: Row | None = await cursor.fetchone()
     return row
 
 
 async def _save(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     provider: str,
     now: float,
     state: str,

@@ -73,7 +73,9 @@ class LivenessService:
             "SELECT state, COALESCE(provider, '') AS provider, COUNT(*) AS n FROM jobs GROUP BY state, provider"
         )
         metrics.set_jobs((r["state"], r["provider"], int(r["n"])) for r in rows)
-        ledger = await self._db.fetchall("SELECT kind, SUM(amount_micros) AS total FROM ledger GROUP BY kind")
+        ledger = await self._db.fetchall(
+            "SELECT kind, CAST(SUM(amount_micros) AS BIGINT) AS total FROM ledger GROUP BY kind"
+        )
         metrics.set_ledger({r["kind"]: int(r["total"] or 0) for r in ledger})
         states = await self._health.states(self._configured)
         metrics.set_breakers({name: state.state for name, state in states.items()})

@@ -24,9 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiosqlite
-
-from bot.db import Database
+from bot.db import Database, Row
 from bot.domain.job_state import POLLED, RENDERING, TRACKED, JobState
 from bot.domain.jobs import Job
 from bot.faults import crash_point
@@ -457,7 +455,7 @@ class Tracker:
                 await store.finish_attempt(conn, attempt_ref, "accepted", now, external_id=external_id)
         log.info("job %d reconciled: %s has it as %s", job.id, provider.name, external_id)
 
-    async def _last_attempt(self, job: Job) -> aiosqlite.Row | None:
+    async def _last_attempt(self, job: Job) -> Row | None:
         attempts = await store.attempts_for(self._db, job.id)
         return attempts[-1] if attempts else None
 

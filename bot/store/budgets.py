@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import aiosqlite
-
-from bot.db import Database
+from bot.db import Connection, Database, IntegrityError, dialect
 from bot.domain.job_state import JobState
 from bot.store.rows import mapped
 
@@ -64,18 +62,47 @@ class AlreadySettled(Exception):
     """A second capture/release of the same job: refused by the ledger's UNIQUE(job_id, kind)."""
 
 
-async def _ensure_rows(conn: aiosqlite.Connection, scopes: tuple[Scope, ...]) -> None:
+async def _ensure_rows(conn: Connection, scopes: tuple[Scope, ...]) -> None:
     await conn.executemany(
-        "INSERT OR IGNORE INTO budget_counters (scope, scope_id, period_key, limit_micros) VALUES (?, ?, ?, ?)",
-        [(*s.key, s.limit_micros) for s in scopes],
+        "INSERT INTO budget_counters (scope, scope_id, period_key, limit_micros) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (scope, scope_id, period_key) DO NOTHING",
+        [(*s.key, s.limit_micros) for s in _in_lock_order(scopes)],
     )
 
 
-async def hold(conn: aiosqlite.Connection, job_id: int, scopes: tuple[Scope, ...], amount: int, now: float) -> None:
-    """Hold `amount` in every scope or in none: one conditional UPDATE, then the ledger row."""
+def _in_lock_order(scopes: tuple[Scope, ...]) -> tuple[Scope, ...]:
+    return tuple(sorted(scopes, key=lambda s: s.key))
+
+
+async def _lock_rows(conn: Connection, scopes: tuple[Scope, ...]) -> None:
+    """On PostgreSQL, lock the counter rows in one fixed order (their key) before changing them, so
+    two transactions holding or settling in overlapping scopes wait for each other instead of
+    deadlocking. SQLite has one writer at a time: nothing to do."""
+    if dialect(conn) == "sqlite" or not scopes:
+        return
+    placeholders = ", ".join("(?, ?, ?)" for _ in scopes)
+    params: list[object] = []
+    for s in scopes:
+        params.extend(s.key)
+    await conn.execute(
+        "SELECT 1 FROM budget_counters"
+        f" WHERE (scope, scope_id, period_key) IN (VALUES {placeholders})"
+        " ORDER BY scope, scope_id, period_key FOR UPDATE",
+        params,
+    )
+
+
+async def hold(conn: Connection, job_id: int, scopes: tuple[Scope, ...], amount: int, now: float) -> None:
+    """Hold `amount` in every scope or in none: one conditional UPDATE, then the ledger row.
+
+    On PostgreSQL (READ COMMITTED) the UPDATE's condition is checked again on each row's latest
+    committed version once its lock is ours, so concurrent holds from any number of processes
+    cannot overspend a scope; a scope that does not fit leaves the row count short and the
+    caller's transaction is rolled back."""
     if amount < 0:
         raise ValueError("a hold cannot be negative")
     await _ensure_rows(conn, scopes)
+    await _lock_rows(conn, scopes)
     placeholders = ", ".join("(?, ?, ?)" for _ in scopes)
     params: list[object] = [amount]
     for s in scopes:
@@ -101,7 +128,7 @@ async def hold(conn: aiosqlite.Connection, job_id: int, scopes: tuple[Scope, ...
     )
 
 
-async def remaining_in(conn: aiosqlite.Connection, scope: Scope) -> int | None:
+async def remaining_in(conn: Connection, scope: Scope) -> int | None:
     async with conn.execute(
         "SELECT limit_micros - spent_micros - held_micros FROM budget_counters"
         " WHERE scope = ? AND scope_id = ? AND period_key = ? AND limit_micros IS NOT NULL",
@@ -112,7 +139,7 @@ async def remaining_in(conn: aiosqlite.Connection, scope: Scope) -> int | None:
 
 
 async def settle(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     job_id: int,
     scopes: tuple[Scope, ...],
     held: int,
@@ -124,6 +151,7 @@ async def settle(
     second settlement of the same job; the caller's transaction then rolls back."""
     if not 0 <= captured <= held:
         raise ValueError("a capture must be between 0 and the amount held")
+    await _lock_rows(conn, scopes)
     try:
         if captured:
             await conn.execute(
@@ -134,7 +162,7 @@ async def settle(
             "INSERT INTO ledger (job_id, kind, amount_micros, reason, created_at) VALUES (?, 'release', ?, ?, ?)",
             (job_id, held - captured, reason, now),
         )
-    except aiosqlite.IntegrityError as exc:
+    except IntegrityError as exc:
         raise AlreadySettled(f"job {job_id} was already settled") from exc
     placeholders = ", ".join("(?, ?, ?)" for _ in scopes)
     params: list[object] = [held, captured]
@@ -162,7 +190,7 @@ class Counter:
         return max(0, self.limit_micros - self.held_micros - self.spent_micros)
 
 
-async def read_counter(conn: aiosqlite.Connection, scope: Scope) -> Counter | None:
+async def read_counter(conn: Connection, scope: Scope) -> Counter | None:
     async with conn.execute(
         "SELECT limit_micros, held_micros, spent_micros FROM budget_counters"
         " WHERE scope = ? AND scope_id = ? AND period_key = ?",
@@ -183,21 +211,22 @@ class Drift:
     ledger_spent: int
 
 
-async def audit(conn: aiosqlite.Connection) -> list[Drift]:
+async def audit(conn: Connection) -> list[Drift]:
     """Counters that disagree with the ledger (held = holds - captures - releases; spent = captures)."""
     sql = """
     WITH per_job AS (
         SELECT j.id, j.guild_id, j.user_id, j.global_period, j.guild_period, j.member_period,
-               COALESCE(SUM(CASE WHEN l.kind = 'hold' THEN l.amount_micros END), 0)
-             - COALESCE(SUM(CASE WHEN l.kind IN ('capture', 'release') THEN l.amount_micros END), 0) AS held,
-               COALESCE(SUM(CASE WHEN l.kind = 'capture' THEN l.amount_micros END), 0) AS spent
+               CAST(COALESCE(SUM(CASE WHEN l.kind = 'hold' THEN l.amount_micros END), 0)
+             - COALESCE(SUM(CASE WHEN l.kind IN ('capture', 'release') THEN l.amount_micros END), 0) AS BIGINT) AS held,
+               CAST(COALESCE(SUM(CASE WHEN l.kind = 'capture' THEN l.amount_micros END), 0) AS BIGINT) AS spent
         FROM jobs j JOIN ledger l ON l.job_id = j.id GROUP BY j.id
     ), expected AS (
         SELECT 'global' AS scope, '' AS scope_id, global_period AS period_key, held, spent FROM per_job
         UNION ALL SELECT 'guild', CAST(guild_id AS TEXT), guild_period, held, spent FROM per_job
-        UNION ALL SELECT 'member', guild_id || ':' || user_id, member_period, held, spent FROM per_job
+        UNION ALL SELECT 'member', CAST(guild_id AS TEXT) || ':' || CAST(user_id AS TEXT), member_period, held, spent
+        FROM per_job
     ), sums AS (
-        SELECT scope, scope_id, period_key, SUM(held) AS held, SUM(spent) AS spent
+        SELECT scope, scope_id, period_key, CAST(SUM(held) AS BIGINT) AS held, CAST(SUM(spent) AS BIGINT) AS spent
         FROM expected GROUP BY scope, scope_id, period_key
     )
     SELECT c.scope, c.scope_id, c.period_key, c.held_micros, COALESCE(s.held, 0),
@@ -214,7 +243,7 @@ async def audit(conn: aiosqlite.Connection) -> list[Drift]:
 # --- for the budget service: limits, free holds, overruns, read models -----------------------------
 
 
-async def guild_limits(conn: aiosqlite.Connection, guild_id: int) -> tuple[int | None, int | None]:
+async def guild_limits(conn: Connection, guild_id: int) -> tuple[int | None, int | None]:
     """(monthly, member daily) limits as committed now, read inside the caller's transaction."""
     async with conn.execute(
         "SELECT monthly_limit_micros, member_daily_limit_micros FROM guild_settings WHERE guild_id = ?",
@@ -224,17 +253,17 @@ async def guild_limits(conn: aiosqlite.Connection, guild_id: int) -> tuple[int |
     return (None, None) if row is None else (row[0], row[1])
 
 
-async def sync_limits(conn: aiosqlite.Connection, scopes: tuple[Scope, ...]) -> None:
+async def sync_limits(conn: Connection, scopes: tuple[Scope, ...]) -> None:
     """Create the rows of these periods, or bring their limits to the current settings."""
     await conn.executemany(
         "INSERT INTO budget_counters (scope, scope_id, period_key, limit_micros) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (scope, scope_id, period_key) DO UPDATE SET limit_micros = excluded.limit_micros"
-        " WHERE limit_micros IS NOT excluded.limit_micros",
+        " WHERE budget_counters.limit_micros IS DISTINCT FROM excluded.limit_micros",
         [(*s.key, s.limit_micros) for s in scopes],
     )
 
 
-async def hold_free(conn: aiosqlite.Connection, job_id: int, scopes: tuple[Scope, ...], now: float) -> None:
+async def hold_free(conn: Connection, job_id: int, scopes: tuple[Scope, ...], now: float) -> None:
     """A zero hold for a free job: the rows exist so its (zero) spend is tracked, and no cap,
     even one lowered below what is already spent, refuses a job that costs nothing."""
     await _ensure_rows(conn, scopes)
@@ -245,7 +274,7 @@ async def hold_free(conn: aiosqlite.Connection, job_id: int, scopes: tuple[Scope
 
 
 async def record_overrun(
-    conn: aiosqlite.Connection, job_id: int, scopes: tuple[Scope, ...], amount: int, now: float, reason: str = ""
+    conn: Connection, job_id: int, scopes: tuple[Scope, ...], amount: int, now: float, reason: str = ""
 ) -> None:
     """The provider billed more than was held: kept apart from `spent` so no cap check changes
     retroactively, but on the ledger and on every counter so the operator sees it."""
@@ -254,7 +283,7 @@ async def record_overrun(
             "INSERT INTO ledger (job_id, kind, amount_micros, reason, created_at) VALUES (?, 'overrun', ?, ?, ?)",
             (job_id, amount, reason, now),
         )
-    except aiosqlite.IntegrityError as exc:
+    except IntegrityError as exc:
         raise AlreadySettled(f"job {job_id} already has an overrun") from exc
     placeholders = ", ".join("(?, ?, ?)" for _ in scopes)
     params: list[object] = [amount]
@@ -281,7 +310,7 @@ class JobMoney:
     held_micros: int | None  # the ledger's hold row; None: never held
 
 
-async def job_money(conn: aiosqlite.Connection, job_id: int) -> JobMoney | None:
+async def job_money(conn: Connection, job_id: int) -> JobMoney | None:
     async with conn.execute(
         "SELECT j.id, j.guild_id, j.user_id, j.global_period, j.guild_period, j.member_period, j.estimate_micros,"
         " (SELECT amount_micros FROM ledger WHERE job_id = j.id AND kind = 'hold')"
@@ -299,7 +328,7 @@ def _member_range(guild_id: int) -> tuple[str, str]:
 
 
 async def set_current_limits(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     guild_id: int,
     guild_month: str,
     member_day: str,
@@ -346,9 +375,10 @@ class SpenderRow:
 async def top_spenders(db: Database, guild_id: int, month: str, limit: int = 5) -> list[SpenderRow]:
     """Members of a guild by money spent (then held) over the day rows of `month` (guild time)."""
     rows = await db.fetchall(
-        "SELECT scope_id, SUM(spent_micros) AS spent_micros, SUM(held_micros) AS held_micros FROM budget_counters"
+        "SELECT scope_id, CAST(SUM(spent_micros) AS BIGINT) AS spent_micros,"
+        " CAST(SUM(held_micros) AS BIGINT) AS held_micros FROM budget_counters"
         " WHERE scope = 'member' AND scope_id > ? AND scope_id < ? AND period_key LIKE ?"
-        " GROUP BY scope_id HAVING spent_micros + held_micros > 0"
+        " GROUP BY scope_id HAVING SUM(spent_micros) + SUM(held_micros) > 0"
         " ORDER BY spent_micros DESC, held_micros DESC, scope_id LIMIT ?",
         (*_member_range(guild_id), f"{month}-%", limit),
     )

@@ -16,19 +16,18 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
-import aiosqlite
-
-from bot.db import Database
+from bot.db import Connection, Database, dialect
 from bot.domain.job_state import MADE, ordered
 from bot.prompts import name_skeleton
 from bot.store.rows import mapped
 
-Source = Database | aiosqlite.Connection
+Source: TypeAlias = "Database | Connection"
 Params = Sequence[Any] | dict[str, Any]
 FINISHED_JOB_STATES = ordered(MADE)  # jobs whose video exists
-_TOP = "char(1114111)"  # U+10FFFF sorts after every other code point: "name_key starts with ?"
+_NAMES = 0x0CA6  # pg_advisory_xact_lock's first key: name claims, per guild (the second key)
+_TOP = "\U0010ffff"  # sorts after every other code point (bytes, or PostgreSQL's "C" collation): "starts with ?"
 
 
 @dataclass(frozen=True)
@@ -128,6 +127,11 @@ def _import(row: Any) -> ImportRow:
     return mapped(ImportRow, row, prefix="i_")
 
 
+def _position(source: Source) -> str:
+    """Where a substring starts (1-based, 0 when absent): the function's name differs by engine."""
+    return "strpos" if dialect(source) == "postgresql" else "instr"
+
+
 async def _all(source: Source, sql: str, params: Params = ()) -> list[Any]:
     if isinstance(source, Database):
         return await source.fetchall(sql, params)
@@ -146,7 +150,7 @@ async def _one(source: Source, sql: str, params: Params = ()) -> Any:
 
 
 async def insert_character(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     *,
     guild_id: int,
     owner_id: int,
@@ -165,7 +169,7 @@ async def insert_character(
     cursor = await conn.execute(
         "INSERT INTO characters (guild_id, owner_id, name, name_key, description, visibility, clip_sha256, "
         "clip_path, clip_duration, best_window_start, frame_paths, source_job_id, created_at, updated_at, "
-        "name_skeleton) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?, ?, ?, ?)",
+        "name_skeleton) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?, ?, ?, ?) RETURNING id",
         (
             guild_id,
             owner_id,
@@ -183,13 +187,13 @@ async def insert_character(
             name_skeleton,
         ),
     )
-    row_id = cursor.lastrowid
+    row = await cursor.fetchone()
     await cursor.close()
-    assert row_id is not None
-    return row_id
+    assert row is not None
+    return int(row[0])
 
 
-async def set_frame_paths(conn: aiosqlite.Connection, character_id: int, paths: Sequence[str]) -> None:
+async def set_frame_paths(conn: Connection, character_id: int, paths: Sequence[str]) -> None:
     await conn.execute("UPDATE characters SET frame_paths = ? WHERE id = ?", (json.dumps(list(paths)), character_id))
 
 
@@ -242,7 +246,7 @@ async def with_same_clip(source: Source, sha256: str) -> list[CharacterRow]:
 
 
 async def set_visibility(
-    conn: aiosqlite.Connection, character_id: int, visibility: str, share_code: str | None, now: float
+    conn: Connection, character_id: int, visibility: str, share_code: str | None, now: float
 ) -> None:
     """A share code, once issued, is never replaced (COALESCE keeps the first one)."""
     await conn.execute(
@@ -251,7 +255,7 @@ async def set_visibility(
     )
 
 
-async def soft_delete(conn: aiosqlite.Connection, character_id: int, now: float) -> bool:
+async def soft_delete(conn: Connection, character_id: int, now: float) -> bool:
     cursor = await conn.execute(
         "UPDATE characters SET deleted_at = ?, updated_at = ? WHERE id = ? AND deleted_at IS NULL",
         (now, now, character_id),
@@ -301,33 +305,38 @@ async def count_imports(source: Source, character_id: int) -> int:
 
 
 async def insert_import(
-    conn: aiosqlite.Connection, *, guild_id: int, character_id: int, alias: str, alias_key: str, by: int, now: float
+    conn: Connection, *, guild_id: int, character_id: int, alias: str, alias_key: str, by: int, now: float
 ) -> int:
     cursor = await conn.execute(
         "INSERT INTO character_imports (guild_id, character_id, alias, alias_key, imported_by, created_at, "
-        "alias_skeleton) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "alias_skeleton) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (guild_id, character_id, alias, alias_key, by, now, name_skeleton(alias)),
     )
-    row_id = cursor.lastrowid
+    row = await cursor.fetchone()
     await cursor.close()
-    assert row_id is not None
-    return row_id
+    assert row is not None
+    return int(row[0])
 
 
-async def delete_import(conn: aiosqlite.Connection, import_id: int) -> None:
+async def delete_import(conn: Connection, import_id: int) -> None:
     await conn.execute("DELETE FROM character_imports WHERE id = ?", (import_id,))
 
 
 # --- the namespace --------------------------------------------------------------------------------
 
 
-async def name_holder(conn: aiosqlite.Connection, guild_id: int, key: str) -> str | None:
+async def name_holder(conn: Connection, guild_id: int, key: str) -> str | None:
     """The name (a character's, or an import's alias) holding this name or one that looks like it
     in the guild, else None.
 
     An import of a deleted character can never work again, so it does not hold its alias: it is
     removed here, inside the caller's transaction, when someone claims the name.
+
+    On PostgreSQL, claims of names in one guild take turns until commit (several processes), so
+    the check and the caller's insert cannot interleave with another claim's.
     """
+    if dialect(conn) == "postgresql":
+        await conn.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", (_NAMES, str(guild_id)))
     own = await live_by_key(conn, guild_id, key)
     if own is not None:
         return own.name
@@ -344,11 +353,11 @@ async def skeletons_with_prefix(source: Source, guild_id: int, prefix: str) -> s
     """Every taken name skeleton of the guild that starts with `prefix` (for suggesting a free name)."""
     rows = await _all(
         source,
-        f"SELECT name_skeleton FROM characters WHERE guild_id = ? AND deleted_at IS NULL "
-        f"AND name_skeleton >= ? AND name_skeleton < ? || {_TOP} "
-        f"UNION SELECT alias_skeleton FROM character_imports WHERE guild_id = ? "
-        f"AND alias_skeleton >= ? AND alias_skeleton < ? || {_TOP}",
-        (guild_id, prefix, prefix, guild_id, prefix, prefix),
+        "SELECT name_skeleton FROM characters WHERE guild_id = ? AND deleted_at IS NULL "
+        "AND name_skeleton >= ? AND name_skeleton < ? "
+        "UNION SELECT alias_skeleton FROM character_imports WHERE guild_id = ? "
+        "AND alias_skeleton >= ? AND alias_skeleton < ?",
+        (guild_id, prefix, prefix + _TOP, guild_id, prefix, prefix + _TOP),
     )
     return {str(r[0]) for r in rows}
 
@@ -389,11 +398,11 @@ async def complete(
     own_where = ["guild_id = ?", "deleted_at IS NULL"]
     own_params: list[Any] = [guild_id]
     if contains:
-        own_where.append("instr(name_key, ?) > 1")
+        own_where.append(f"{_position(source)}(name_key, ?) > 1")
         own_params.append(prefix)
     else:
-        own_where.append(f"name_key >= ? AND name_key < ? || {_TOP}")
-        own_params += [prefix, prefix]
+        own_where.append("name_key >= ? AND name_key < ?")
+        own_params += [prefix, prefix + _TOP]
     if reach.owner_only:
         own_where.append("owner_id = ?")
         own_params.append(user_id)
@@ -412,11 +421,11 @@ async def complete(
     imp_where = ["i.guild_id = ?"]
     imp_params: list[Any] = [guild_id]
     if contains:
-        imp_where.append("instr(i.alias_key, ?) > 1")
+        imp_where.append(f"{_position(source)}(i.alias_key, ?) > 1")
         imp_params.append(prefix)
     else:
-        imp_where.append(f"i.alias_key >= ? AND i.alias_key < ? || {_TOP}")
-        imp_params += [prefix, prefix]
+        imp_where.append("i.alias_key >= ? AND i.alias_key < ?")
+        imp_params += [prefix, prefix + _TOP]
     if reach.imports == "usable":
         imp_where.append("c.deleted_at IS NULL AND c.visibility = 'public'")
     elif reach.imports == "mine":
@@ -450,7 +459,7 @@ async def list_server(source: Source, guild_id: int, user_id: int, limit: int, o
     """What a member sees in a guild: its visible characters and every import (alphabetical)."""
     rows = await _all(
         source,
-        f"SELECT * FROM ({_SERVER_UNION}) ORDER BY sort_key LIMIT :limit OFFSET :offset",
+        f"SELECT * FROM ({_SERVER_UNION}) AS listed ORDER BY sort_key LIMIT :limit OFFSET :offset",
         {"guild": guild_id, "user": user_id, "limit": limit, "offset": offset},
     )
     return [Listed(_character(r), _import(r) if r["i_id"] is not None else None) for r in rows]
@@ -459,7 +468,7 @@ async def list_server(source: Source, guild_id: int, user_id: int, limit: int, o
 async def count_server(source: Source, guild_id: int, user_id: int) -> int:
     row = await _one(
         source,
-        f"SELECT COUNT(*) FROM ({_SERVER_UNION})",
+        f"SELECT COUNT(*) FROM ({_SERVER_UNION}) AS listed",
         {"guild": guild_id, "user": user_id},
     )
     return int(row[0]) if row else 0

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiosqlite
-
-from bot.db import Database
+from bot.db import Connection, Database, Row
 
 COLUMNS = (
     "moderator_role_id",
@@ -22,16 +20,16 @@ COLUMNS = (
 )
 
 
-async def get(db: Database, guild_id: int) -> aiosqlite.Row | None:
+async def get(db: Database, guild_id: int) -> Row | None:
     return await db.fetchone("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,))
 
 
-async def upsert(conn: aiosqlite.Connection, guild_id: int, changes: dict[str, Any], now: float) -> None:
+async def upsert(conn: Connection, guild_id: int, changes: dict[str, Any], now: float) -> None:
     unknown = set(changes) - set(COLUMNS)
     if unknown:
         raise ValueError(f"unknown guild setting(s): {', '.join(sorted(unknown))}")
     await conn.execute(
-        "INSERT OR IGNORE INTO guild_settings (guild_id, created_at, updated_at) VALUES (?, ?, ?)",
+        "INSERT INTO guild_settings (guild_id, created_at, updated_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         (guild_id, now, now),
     )
     if changes:

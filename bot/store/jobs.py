@@ -8,10 +8,8 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
-
-from bot.db import Database
-from bot.domain.job_state import ACTIVE, JobState, check_moves, ordered
+from bot.db import Connection, Database, Row, dialect
+from bot.domain.job_state import ACTIVE, FINISHED, OPEN, JobState, check_moves, ordered
 from bot.domain.jobs import Job
 from bot.store.rows import mapped
 
@@ -20,7 +18,7 @@ from bot.store.rows import mapped
 PROGRESS_STEP = 25
 
 
-def job_of(row: aiosqlite.Row) -> Job:
+def job_of(row: Row) -> Job:
     """A jobs row as the domain's Job, column by column."""
     return Job(
         id=row["id"],
@@ -73,12 +71,12 @@ class NewJob:
     deadline_at: float
 
 
-async def insert(conn: aiosqlite.Connection, job: NewJob, now: float) -> int:
+async def insert(conn: Connection, job: NewJob, now: float) -> int:
     cursor = await conn.execute(
         "INSERT INTO jobs (interaction_id, guild_id, channel_id, user_id, locale, prompt, request_json, providers,"
         " provider, state, estimate_micros, global_period, guild_period, member_period, next_poll_at, deadline_at,"
         " created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
             job.interaction_id,
             job.guild_id,
@@ -100,11 +98,12 @@ async def insert(conn: aiosqlite.Connection, job: NewJob, now: float) -> int:
             now,
         ),
     )
-    assert cursor.lastrowid is not None
-    return cursor.lastrowid
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
 
 
-async def get(conn: aiosqlite.Connection | Database, job_id: int) -> Job | None:
+async def get(conn: Connection | Database, job_id: int) -> Job | None:
     sql = "SELECT * FROM jobs WHERE id = ?"
     if isinstance(conn, Database):
         row = await conn.fetchone(sql, (job_id,))
@@ -114,14 +113,14 @@ async def get(conn: aiosqlite.Connection | Database, job_id: int) -> Job | None:
     return None if row is None else job_of(row)
 
 
-async def by_interaction(conn: aiosqlite.Connection, interaction_id: int) -> Job | None:
+async def by_interaction(conn: Connection, interaction_id: int) -> Job | None:
     async with conn.execute("SELECT * FROM jobs WHERE interaction_id = ?", (interaction_id,)) as cursor:
         row = await cursor.fetchone()
     return None if row is None else job_of(row)
 
 
 async def transition(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     job_id: int,
     from_states: Iterable[JobState],
     to_state: JobState,
@@ -148,14 +147,12 @@ def _one_of(states: Collection[JobState]) -> tuple[str, tuple[JobState, ...]]:
     return f"state IN ({','.join('?' for _ in params)})", params
 
 
-async def update_fields(conn: aiosqlite.Connection, job_id: int, now: float, **fields: Any) -> None:
+async def update_fields(conn: Connection, job_id: int, now: float, **fields: Any) -> None:
     assignments = ", ".join(f"{name} = ?" for name in fields)
     await conn.execute(f"UPDATE jobs SET {assignments}, updated_at = ? WHERE id = ?", (*fields.values(), now, job_id))
 
 
-async def postpone(
-    conn: aiosqlite.Connection, job_ids: Sequence[int], states: Collection[JobState], until: float
-) -> None:
+async def postpone(conn: Connection, job_ids: Sequence[int], states: Collection[JobState], until: float) -> None:
     """Look at these jobs no sooner than `until` (if still in `states`); updated_at is left alone:
     nothing about the job changed."""
     in_states, params = _one_of(states)
@@ -163,17 +160,19 @@ async def postpone(
         chunk = job_ids[start : start + 500]
         ids = ",".join("?" for _ in chunk)
         await conn.execute(
-            f"UPDATE jobs SET next_poll_at = MAX(COALESCE(next_poll_at, 0), ?) WHERE id IN ({ids}) AND {in_states}",
-            (until, *chunk, *params),
+            f"UPDATE jobs SET next_poll_at = CASE WHEN next_poll_at > ? THEN next_poll_at ELSE ? END"
+            f" WHERE id IN ({ids}) AND {in_states}",
+            (until, until, *chunk, *params),
         )
 
 
 async def due(db: Database, now: float, states: Collection[JobState], limit: int = 500) -> list[Job]:
     in_states, params = _one_of(states)
+    owned, me = _owned(db)
     rows = await db.fetchall(
-        f"SELECT * FROM jobs WHERE {in_states}"
+        f"SELECT * FROM jobs WHERE {in_states}{owned}"
         " AND (next_poll_at IS NULL OR next_poll_at <= ?) ORDER BY next_poll_at LIMIT ?",
-        (*params, now, limit),
+        (*params, *me, now, limit),
     )
     return [job_of(r) for r in rows]
 
@@ -184,10 +183,11 @@ async def due_next(
     """`provider`'s jobs in `states` that fall due next (after `after`, up to `until`), soonest first:
     what fills a batched status request that would otherwise go out partly empty."""
     in_states, params = _one_of(states)
+    owned, me = _owned(db)
     rows = await db.fetchall(
-        f"SELECT * FROM jobs WHERE {in_states} AND next_poll_at > ?"
+        f"SELECT * FROM jobs WHERE {in_states}{owned} AND next_poll_at > ?"
         " AND next_poll_at <= ? AND provider = ? AND external_id IS NOT NULL ORDER BY next_poll_at LIMIT ?",
-        (*params, after, until, provider, limit),
+        (*params, *me, after, until, provider, limit),
     )
     return [job_of(r) for r in rows]
 
@@ -212,15 +212,18 @@ class Progress:
     seen_next_poll_at: float | None = None
 
 
-async def record_progress(conn: aiosqlite.Connection, rows: Sequence[Progress], now: float) -> None:
+async def record_progress(conn: Connection, rows: Sequence[Progress], now: float) -> None:
     """One statement for a whole polling pass; a job whose state moved meanwhile is left alone."""
     for row in rows:
         if row.new_state != row.state:
             check_moves((row.state,), row.new_state)
     await conn.executemany(
         "UPDATE jobs SET state = ?, progress = ?, poll_failures = 0,"
-        " next_poll_at = CASE WHEN ? IS NOT NULL AND next_poll_at IS NOT ? THEN MIN(next_poll_at, ?) ELSE ? END,"
-        " updated_at = ?, version = version + (state != ?) WHERE id = ? AND state = ?",
+        # the sooner of the two when next_poll_at moved since it was read (MIN(NULL, x) is NULL)
+        " next_poll_at = CASE WHEN CAST(? AS DOUBLE PRECISION) IS NOT NULL"
+        " AND next_poll_at IS DISTINCT FROM CAST(? AS DOUBLE PRECISION)"
+        " AND (next_poll_at IS NULL OR next_poll_at < ?) THEN next_poll_at ELSE ? END,"
+        " updated_at = ?, version = version + CASE WHEN state <> ? THEN 1 ELSE 0 END WHERE id = ? AND state = ?",
         [
             (
                 r.new_state,
@@ -241,14 +244,26 @@ async def record_progress(conn: aiosqlite.Connection, rows: Sequence[Progress], 
 
 async def next_due_at(db: Database, states: Collection[JobState], *, unnotified_only: bool = False) -> float | None:
     in_states, params = _one_of(states)
-    sql = f"SELECT MIN(COALESCE(next_poll_at, 0)) FROM jobs WHERE {in_states}"
+    owned, me = _owned(db)
+    sql = f"SELECT MIN(COALESCE(next_poll_at, 0)) FROM jobs WHERE {in_states}{owned}"
     if unnotified_only:
         sql += " AND notified_at IS NULL"
-    row = await db.fetchone(sql, params)
+    row = await db.fetchone(sql, (*params, *me))
     return None if row is None or row[0] is None else float(row[0])
 
 
-async def count_active(conn: aiosqlite.Connection, guild_id: int, user_id: int | None = None) -> int:
+_ADMISSIONS = 0x0CA5  # pg_advisory_xact_lock's first key: admissions, per guild (the second key)
+
+
+async def admissions_take_turns(conn: Connection, guild_id: int) -> None:
+    """PostgreSQL: admissions to one guild wait for each other until commit, whichever process makes
+    them, so the active jobs counted next include every job admitted before. SQLite has one writer."""
+    if dialect(conn) == "sqlite":
+        return
+    await conn.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", (_ADMISSIONS, str(guild_id)))
+
+
+async def count_active(conn: Connection, guild_id: int, user_id: int | None = None) -> int:
     in_states, states = _one_of(ACTIVE)
     sql = f"SELECT COUNT(*) FROM jobs WHERE guild_id = ? AND {in_states}"
     params: list[Any] = [guild_id, *states]
@@ -264,7 +279,7 @@ async def count_active(conn: aiosqlite.Connection, guild_id: int, user_id: int |
 # --- attempts (the outbox) ----------------------------------------------------------------------
 
 
-async def start_attempt(conn: aiosqlite.Connection, job_id: int, provider: str, now: float) -> str:
+async def start_attempt(conn: Connection, job_id: int, provider: str, now: float) -> str:
     """Record that we are about to send; returns the attempt's client reference."""
     async with conn.execute("SELECT COALESCE(MAX(n), 0) + 1 FROM attempts WHERE job_id = ?", (job_id,)) as cur:
         row = await cur.fetchone()
@@ -279,7 +294,7 @@ async def start_attempt(conn: aiosqlite.Connection, job_id: int, provider: str, 
 
 
 async def finish_attempt(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     client_ref: str,
     state: str,
     now: float,
@@ -295,17 +310,18 @@ async def finish_attempt(
     )
 
 
-async def attempts_for(db: Database, job_id: int) -> list[aiosqlite.Row]:
+async def attempts_for(db: Database, job_id: int) -> list[Row]:
     return await db.fetchall("SELECT * FROM attempts WHERE job_id = ? ORDER BY n", (job_id,))
 
 
 async def unnotified(db: Database, states: Collection[JobState], now: float, limit: int) -> list[Job]:
     """Finished jobs whose final message is still owed, due now."""
     in_states, params = _one_of(states)
+    owned, me = _owned(db)
     rows = await db.fetchall(
-        f"SELECT * FROM jobs WHERE notified_at IS NULL AND {in_states}"
+        f"SELECT * FROM jobs WHERE notified_at IS NULL AND {in_states}{owned}"
         " AND (next_poll_at IS NULL OR next_poll_at <= ?) ORDER BY updated_at LIMIT ?",
-        (*params, now, limit),
+        (*params, *me, now, limit),
     )
     return [job_of(r) for r in rows]
 
@@ -324,10 +340,14 @@ class StatusChange:
 async def status_changes(db: Database, after: int, limit: int) -> list[StatusChange]:
     """Jobs with a status message whose state or progress step changed since `status_seq` `after`,
     in the order the changes were committed (migration 0006)."""
+    # on PostgreSQL, the owner edits the message; a job nobody holds (yet) is anyone's to show
+    owned, me = (
+        ("", ()) if db.dialect == "sqlite" else (" AND (lease_owner = ? OR lease_owner IS NULL)", (db.lease_owner,))
+    )
     rows = await db.fetchall(
-        "SELECT id AS job_id, channel_id, state, progress, status_seq AS seq FROM jobs WHERE status_seq > ?"
+        f"SELECT id AS job_id, channel_id, state, progress, status_seq AS seq FROM jobs WHERE status_seq > ?{owned}"
         " ORDER BY status_seq LIMIT ?",
-        (after, limit),
+        (after, *me, limit),
     )
     return [mapped(StatusChange, r, state=JobState(r["state"])) for r in rows]
 
@@ -342,34 +362,113 @@ async def held_due_by_provider(db: Database, now: float, per_provider: int) -> l
 
     Narrow rows: the loop asks on every pass and dispatches only a few at a time, and a long
     queue for one provider must not hide another provider's jobs behind it."""
+    owned, me = _owned(db)
     rows = await db.fetchall(
         "SELECT id, provider FROM (SELECT id, provider, next_poll_at,"
         " ROW_NUMBER() OVER (PARTITION BY provider ORDER BY next_poll_at, id) AS n FROM jobs"
-        " WHERE state = ? AND (next_poll_at IS NULL OR next_poll_at <= ?))"
+        f" WHERE state = ?{owned} AND (next_poll_at IS NULL OR next_poll_at <= ?)) AS held"
         " WHERE n <= ? ORDER BY next_poll_at, id",
-        (JobState.HELD, now, per_provider),
+        (JobState.HELD, *me, now, per_provider),
     )
     return [(int(r[0]), r[1]) for r in rows]
 
 
-async def mark_in_flight_ambiguous(conn: aiosqlite.Connection, now: float) -> list[int]:
-    """After a restart: a job caught mid-submission may have reached the provider. Never resend it."""
+async def mark_in_flight_ambiguous(conn: Connection, now: float, only: Sequence[int] | None = None) -> list[int]:
+    """After a restart, or taking over a dead process's jobs (`only` those): a job caught
+    mid-submission may have reached the provider. Never resend it."""
     source, target = JobState.SUBMITTING, JobState.AMBIGUOUS
     check_moves((source,), target)
-    async with conn.execute("SELECT id FROM jobs WHERE state = ?", (source,)) as cursor:
+    if only is not None and not only:
+        return []
+    among = "" if only is None else f" AND id IN ({','.join('?' for _ in only)})"
+    chosen = () if only is None else tuple(only)
+    async with conn.execute(f"SELECT id FROM jobs WHERE state = ?{among}", (source, *chosen)) as cursor:
         ids = [int(r[0]) for r in await cursor.fetchall()]
     # the attempt's own states ('sending', 'ambiguous') are not job states
     await conn.execute(
         "UPDATE attempts SET state = 'ambiguous', error = 'interrupted by a restart'"
-        " WHERE state = 'sending' AND job_id IN (SELECT id FROM jobs WHERE state = ?)",
-        (source,),
+        f" WHERE state = 'sending' AND job_id IN (SELECT id FROM jobs WHERE state = ?{among})",
+        (source, *chosen),
     )
     await conn.execute(
         "UPDATE jobs SET state = ?, error = 'interrupted by a restart', next_poll_at = ?, updated_at = ?,"
-        " version = version + 1 WHERE state = ?",
-        (target, now, now, source),
+        f" version = version + 1 WHERE state = ?{among}",
+        (target, now, now, source, *chosen),
     )
     return ids
+
+
+# --- leases: which process acts on a job -----------------------------------------------------------
+
+
+def _owned(db: Database) -> tuple[str, tuple[str, ...]]:
+    """` AND lease_owner = ?` on PostgreSQL, where several processes share the jobs; nothing on
+    SQLite, where the one process owns them all."""
+    if db.dialect == "sqlite":
+        return "", ()
+    return " AND lease_owner = ?", (db.lease_owner,)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    job_id: int
+    state: JobState
+    previous_owner: str | None  # another process's name: taken over after its lease expired
+
+
+async def claim_jobs(conn: Connection, owner: str, now: float, lease: float, limit: int = 5000) -> list[Claimed]:
+    """Take (or renew) the lease of every job the loop still has work on that nobody else holds:
+    unowned, expired, or ours with under three quarters of the lease left (a pass comes at least
+    every quarter lease, so a live process renews with half the lease to spare; most passes write
+    nothing). Rows another process is writing right now are skipped (FOR UPDATE SKIP LOCKED), never
+    waited for. On SQLite one process owns every job: nothing is written."""
+    if dialect(conn) == "sqlite":
+        return []
+    open_states, finished = ordered(OPEN), ordered(FINISHED)
+    rows = await (
+        await conn.execute(
+            "WITH picked AS (SELECT id, lease_owner AS was FROM jobs"
+            f" WHERE (state IN ({','.join('?' for _ in open_states)})"
+            f" OR (notified_at IS NULL AND state IN ({','.join('?' for _ in finished)})))"
+            " AND (lease_owner IS NULL OR lease_until < ? OR (lease_owner = ? AND lease_until < ?))"
+            " ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED)"
+            " UPDATE jobs SET lease_owner = ?, lease_until = ? FROM picked WHERE jobs.id = picked.id"
+            " RETURNING jobs.id, jobs.state, picked.was",
+            (*open_states, *finished, now, owner, now + lease * 3 / 4, limit, owner, now + lease),
+        )
+    ).fetchall()
+    return [Claimed(int(r[0]), JobState(r[1]), r[2]) for r in rows]
+
+
+async def take_over(conn: Connection, owner: str, now: float, lease: float, *, restart: bool) -> list[int]:
+    """Claim or renew this process's jobs, and apply the restart rule to the jobs it now owns that
+    another process (dead: its lease expired) left mid-submission; returns those jobs' ids.
+
+    SQLite (one process): at a restart every job left mid-submission is such a job; between
+    restarts there is nothing to take over."""
+    if dialect(conn) == "sqlite":
+        return await mark_in_flight_ambiguous(conn, now) if restart else []
+    claimed = await claim_jobs(conn, owner, now, lease)
+    orphaned = [c.job_id for c in claimed if c.state == JobState.SUBMITTING and c.previous_owner != owner]
+    return await mark_in_flight_ambiguous(conn, now, only=orphaned)
+
+
+async def renew_leases(db: Database, now: float, lease: float) -> list[int]:
+    """A loop pass's `take_over`, in a transaction of its own; on SQLite nothing to do, and no
+    transaction is opened."""
+    if db.dialect == "sqlite":
+        return []
+    async with db.transaction() as conn:
+        return await take_over(conn, db.lease_owner, now, lease, restart=False)
+
+
+async def release_leases(db: Database) -> int:
+    """At a clean stop: give this process's jobs back at once, for another process to take."""
+    if db.dialect == "sqlite":
+        return 0
+    return await db.execute(
+        "UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?", (db.lease_owner,)
+    )
 
 
 async def count_by_state(db: Database) -> dict[str, int]:

@@ -17,14 +17,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
-import aiosqlite
-
-from bot.db import Database
+from bot.db import Connection, Database, dialect
 from bot.domain.job_state import OPEN, ordered
 
-Source = Database | aiosqlite.Connection
+Source: TypeAlias = "Database | Connection"
 _OPEN = ordered(OPEN)  # jobs still needing their characters' files or their own video
 
 
@@ -124,11 +122,17 @@ async def protected_paths(source: Source) -> Protected:
         f"AND (notified_at IS NULL OR state IN ({_marks(_OPEN)}))",
         _OPEN,
     )
+    if dialect(source) == "postgresql":
+        referred = (
+            "SELECT CAST(c ->> 'id' AS BIGINT) FROM jobs,"
+            " jsonb_array_elements(CAST(jobs.request_json AS jsonb) -> 'characters') c"
+        )
+    else:
+        referred = "SELECT json_extract(c.value, '$.id') FROM jobs, json_each(jobs.request_json, '$.characters') c"
     characters = await _all(
         source,
         "SELECT id, clip_path, frame_paths FROM characters WHERE deleted_at IS NULL "
-        "OR id IN (SELECT json_extract(c.value, '$.id') FROM jobs, json_each(jobs.request_json, '$.characters') c "
-        f"WHERE jobs.state IN ({_marks(_OPEN)}))",
+        f"OR id IN ({referred} WHERE jobs.state IN ({_marks(_OPEN)}))",
         _OPEN,
     )
     files: set[str] = set()
@@ -142,7 +146,7 @@ async def protected_paths(source: Source) -> Protected:
     )
 
 
-async def mark_videos_deleted(conn: aiosqlite.Connection, job_ids: Sequence[int], now: float) -> None:
+async def mark_videos_deleted(conn: Connection, job_ids: Sequence[int], now: float) -> None:
     await conn.executemany(
         "UPDATE jobs SET result_purged_at = ? WHERE id = ? AND result_purged_at IS NULL",
         [(now, job_id) for job_id in job_ids],
@@ -156,7 +160,7 @@ async def clip_used_by_live(source: Source, clip_path: str) -> bool:
     return bool(rows)
 
 
-async def mark_character_files_deleted(conn: aiosqlite.Connection, character_id: int, now: float) -> None:
+async def mark_character_files_deleted(conn: Connection, character_id: int, now: float) -> None:
     await conn.execute(
         "UPDATE characters SET files_purged_at = ? WHERE id = ? AND files_purged_at IS NULL", (now, character_id)
     )

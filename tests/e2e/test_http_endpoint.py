@@ -22,6 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.app import Castbot
+from bot.db import SqliteDatabase
 from discord_sandbox import DiscordSandbox
 from discord_sandbox.clips import make_clip
 from tests.conftest import SANDBOX_TOKEN, BotHarness, World
@@ -62,6 +63,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 @contextlib.asynccontextmanager
 async def locked(bot: Castbot) -> AsyncIterator[None]:
     """Another connection holds a write transaction on the bot's database file."""
+    assert isinstance(bot.db, SqliteDatabase)
     other = await aiosqlite.connect(str(bot.db.path), isolation_level=None)
     try:
         await other.execute("BEGIN IMMEDIATE")

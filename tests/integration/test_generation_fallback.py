@@ -33,6 +33,7 @@ from tests.conftest import Simulators
 from tests.fakes.openai_sim import OpenAISim
 from tests.fakes.relay_sim import Fault as RelayFault
 from tests.fakes.relay_sim import RelaySim
+from tests.postgres import ENGINES, open_test_database
 
 OPENAI_KEY = "sk-proj-FALLBACK-int-3e8d"
 GUILD = 4242
@@ -64,12 +65,10 @@ def settings(tmp_path: Path, relay: RelaySim, openai: OpenAISim) -> Settings:
     )
 
 
-@pytest.fixture
-async def db(settings: Settings) -> AsyncIterator[Database]:
-    database = await Database.open(settings.database_path)
-    await database.migrate()
-    yield database
-    await database.close()
+@pytest.fixture(params=ENGINES)
+async def db(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[Database]:
+    async with open_test_database(request.param, request, settings.data_dir) as database:
+        yield database
 
 
 @pytest.fixture

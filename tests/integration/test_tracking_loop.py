@@ -23,7 +23,7 @@ import pytest
 
 from bot.__main__ import open_bot
 from bot.app import Castbot
-from bot.db import Database
+from bot.db import Database, SqliteDatabase
 from bot.providers.base import JobSnapshot, StatusIncomplete, Unavailable, VideoProvider
 from bot.services.actors import Actor
 from bot.services.generation import GenerateCommand
@@ -87,6 +87,7 @@ def flaky_status(provider: VideoProvider, monkeypatch: pytest.MonkeyPatch) -> Fl
 async def locked(db: Database) -> AsyncIterator[aiosqlite.Connection]:
     """Another connection holds a write transaction (BEGIN IMMEDIATE) on the bot's database file;
     the bot's writer gives up after SHRUNK_BUSY_MS with a real "database is locked"."""
+    assert isinstance(db, SqliteDatabase)
     await db.connection.execute(f"PRAGMA busy_timeout = {SHRUNK_BUSY_MS}")
     other = await aiosqlite.connect(str(db.path), isolation_level=None)
     try:

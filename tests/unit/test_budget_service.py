@@ -76,7 +76,7 @@ async def insert_job(conn, plan: BudgetPlan, estimate: int, now: float, state: s
     cursor = await conn.execute(
         "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, request_json, providers, state,"
         " estimate_micros, global_period, guild_period, member_period, created_at, updated_at)"
-        " VALUES (?, 1, ?, 'a cat', '{}', 'openai', ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, 1, ?, 'a cat', '{}', 'openai', ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
             plan.guild_id,
             plan.user_id,
@@ -89,8 +89,9 @@ async def insert_job(conn, plan: BudgetPlan, estimate: int, now: float, state: s
             now,
         ),
     )
-    assert cursor.lastrowid is not None
-    return int(cursor.lastrowid)
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 async def admit(

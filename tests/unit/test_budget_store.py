@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.db import Database
+from bot.db import Database, SqliteDatabase
 from bot.store import budgets
 from bot.store.budgets import AlreadySettled, InsufficientBudget, Scope, job_scopes
 
@@ -165,7 +165,8 @@ async def test_a_thousand_concurrent_admissions_never_exceed_any_cap(db: Databas
     await assert_no_cap_exceeded_and_ledger_balances(db)
 
 
-async def test_separate_connections_cannot_overspend_either(tmp_path: Path, db: Database) -> None:
+async def test_separate_connections_cannot_overspend_either(tmp_path: Path, sqlite_db: SqliteDatabase) -> None:
+    db = sqlite_db
     # Four independent writer connections on one file: the conditional UPDATE inside BEGIN IMMEDIATE,
     # not our in-process lock, is what keeps the caps.
     others = [await Database.open(db.path) for _ in range(3)]

@@ -7,12 +7,15 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
+from bot.db import Database
 from bot.prompts import name_key
 from bot.services.actors import Actor
+from tests.postgres import ENGINES, open_test_database
 from tests.unit.test_character_service import ClipServer, Env, clip_bytes, make_env
 
 __all__ = ["clip_bytes"]  # shared fixture
@@ -50,9 +53,18 @@ def expected(entries: list[Entry], typed: str, limit: int = 25) -> list[str]:
     return prefix + inside[: limit - len(prefix)]
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(tmp_path_factory: pytest.TempPathFactory, clip_bytes: bytes) -> AsyncIterator[World]:
-    async for env in make_env(tmp_path_factory.mktemp("autocomplete"), ClipServer(), clip_bytes):
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=ENGINES)
+async def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, clip_bytes: bytes
+) -> AsyncIterator[World]:
+    folder = tmp_path_factory.mktemp("autocomplete")
+    async with open_test_database(request.param, request, folder / "db") as database:
+        async for w in _world(folder, clip_bytes, database):
+            yield w
+
+
+async def _world(folder: Path, clip_bytes: bytes, database: Database) -> AsyncIterator[World]:
+    async for env in make_env(folder, ClipServer(), clip_bytes, database=database):
         rng = random.Random(7)
         rows = []
         usable: list[Entry] = []

@@ -21,6 +21,7 @@ from bot.services.characters.errors import (
 )
 from bot.services.characters.text import free_name, normalise_share_code, shown
 from discord_sandbox.clips import make_clip, make_png_as_mp4, make_truncated
+from tests.postgres import ENGINES, open_test_database
 from tests.unit.test_character_service import MEMBER, OWNER, ClipServer, Env, clip_bytes, clip_server, make_env
 
 __all__ = ["clip_bytes", "clip_server"]  # shared fixtures
@@ -28,10 +29,13 @@ __all__ = ["clip_bytes", "clip_server"]  # shared fixtures
 MB = 1024 * 1024
 
 
-@pytest.fixture
-async def env(tmp_path: Path, clip_server: ClipServer, clip_bytes: bytes) -> AsyncIterator[Env]:
-    async for e in make_env(tmp_path, clip_server, clip_bytes, max_clip_mb=1):
-        yield e
+@pytest.fixture(params=ENGINES)
+async def env(
+    request: pytest.FixtureRequest, tmp_path: Path, clip_server: ClipServer, clip_bytes: bytes
+) -> AsyncIterator[Env]:
+    async with open_test_database(request.param, request, tmp_path / "db") as database:
+        async for e in make_env(tmp_path, clip_server, clip_bytes, database=database, max_clip_mb=1):
+            yield e
 
 
 async def rows(env: Env) -> int:
@@ -188,12 +192,12 @@ async def add_job(env: Env, user_id: int, state: str, result: Path | None, guild
         cursor = await conn.execute(
             "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, request_json, providers, state, "
             "estimate_micros, global_period, guild_period, member_period, result_path, created_at, updated_at) "
-            "VALUES (?, 1, ?, ?, '{}', 'local', ?, 0, '2026-11', '2026-11', '2026-11-22', ?, ?, ?)",
+            "VALUES (?, 1, ?, ?, '{}', 'local', ?, 0, '2026-11', '2026-11', '2026-11-22', ?, ?, ?) RETURNING id",
             (guild_id, user_id, f"a fox #{state}", state, None if result is None else str(result), now, now),
         )
-        job_id = cursor.lastrowid
-    assert job_id is not None
-    return job_id
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 async def test_extract_from_an_own_finished_video(env: Env) -> None:

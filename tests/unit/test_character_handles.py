@@ -19,6 +19,7 @@ from bot.providers.pricing import PriceBook
 from bot.services.actors import Actor
 from tests.conftest import Simulators
 from tests.fakes.openai_sim import Fault, OpenAISim
+from tests.postgres import ENGINES, open_test_database
 from tests.unit.test_character_service import (
     MEMBER,
     OWNER,
@@ -40,9 +41,11 @@ async def sim(sims: Simulators) -> OpenAISim:
     return await sims.start(OpenAISim(api_key=KEY, job_seconds=0.2))
 
 
-@pytest.fixture
-async def env(tmp_path: Path, clip_server: ClipServer, clip_bytes: bytes, sim: OpenAISim) -> AsyncIterator[Env]:
-    async with httpx.AsyncClient() as client:
+@pytest.fixture(params=ENGINES)
+async def env(
+    request: pytest.FixtureRequest, tmp_path: Path, clip_server: ClipServer, clip_bytes: bytes, sim: OpenAISim
+) -> AsyncIterator[Env]:
+    async with httpx.AsyncClient() as client, open_test_database(request.param, request, tmp_path / "db") as db:
         openai = OpenAIProvider(
             client,
             api_key=SecretStr(KEY),
@@ -52,7 +55,8 @@ async def env(tmp_path: Path, clip_server: ClipServer, clip_bytes: bytes, sim: O
             download_timeout=FAST,
         )
         local = LocalProvider(work_dir=tmp_path / "renders")
-        async for e in make_env(tmp_path, clip_server, clip_bytes, providers={"openai": openai, "local": local}):
+        providers = {"openai": openai, "local": local}
+        async for e in make_env(tmp_path, clip_server, clip_bytes, providers=providers, database=db):
             yield e
 
 

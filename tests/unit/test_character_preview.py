@@ -11,15 +11,19 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.postgres import ENGINES, open_test_database
 from tests.unit.test_character_service import MEMBER, OWNER, ClipServer, Env, clip_bytes, clip_server, make_env
 
 __all__ = ["clip_bytes", "clip_server"]  # shared fixtures
 
 
-@pytest.fixture
-async def env(tmp_path: Path, clip_server: ClipServer, clip_bytes: bytes) -> AsyncIterator[Env]:
-    async for e in make_env(tmp_path, clip_server, clip_bytes):
-        yield e
+@pytest.fixture(params=ENGINES)
+async def env(
+    request: pytest.FixtureRequest, tmp_path: Path, clip_server: ClipServer, clip_bytes: bytes
+) -> AsyncIterator[Env]:
+    async with open_test_database(request.param, request, tmp_path / "db") as database:
+        async for e in make_env(tmp_path, clip_server, clip_bytes, database=database):
+            yield e
 
 
 def assert_preview(path: Path | None) -> None:

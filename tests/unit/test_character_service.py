@@ -39,6 +39,7 @@ from bot.services.characters.errors import (
 from bot.services.guilds import GuildService
 from bot.services.trust_rules import ConsentRequired
 from discord_sandbox.clips import make_clip
+from tests.postgres import ENGINES, open_test_database
 
 GUILD_A, GUILD_B = 100, 200
 OWNER = Actor(user_id=1, guild_id=GUILD_A)
@@ -145,25 +146,34 @@ async def make_env(
     clip_server: ClipServer,
     clip_bytes: bytes,
     providers: dict[str, VideoProvider] | None = None,
+    database: Database | None = None,
     **settings: object,
 ) -> AsyncIterator[Env]:
+    """The service over `database` (its owner closes it), else over a new SQLite file in the data folder."""
     values: dict[str, object] = {"data_dir": tmp_path / "data", "providers": "local"}
     values.update(settings)
     config = Settings(_env_file=None, **values)  # type: ignore[arg-type]
-    db = await Database.open(config.database_path)
-    await db.migrate()
+    db = database
+    if db is None:
+        db = await Database.open(config.database_path)
+        await db.migrate()
     clock = Clock()
     async with httpx.AsyncClient() as http:
         chosen = providers or {"local": LocalProvider(work_dir=config.data_dir / "local-renders")}
         service = CharacterService(db, config, chosen, GuildService(db, clock), http, clock=clock)
         yield Env(db, config, service, clip_server, clip_bytes, clock, http)
-    await db.close()
+    if database is None:
+        await db.close()
 
 
-@pytest.fixture
-async def env(tmp_path: Path, clip_server: ClipServer, clip_bytes: bytes) -> AsyncIterator[Env]:
-    async for e in make_env(tmp_path, clip_server, clip_bytes):
-        yield e
+@pytest.fixture(params=ENGINES)
+async def env(
+    request: pytest.FixtureRequest, tmp_path: Path, clip_server: ClipServer, clip_bytes: bytes
+) -> AsyncIterator[Env]:
+    """On each engine: characters' SQL (namespaces, look-alikes, autocomplete, listings) is the richest."""
+    async with open_test_database(request.param, request, tmp_path / "db") as database:
+        async for e in make_env(tmp_path, clip_server, clip_bytes, database=database):
+            yield e
 
 
 async def visible_names(env: Env, actor: Actor, scope: str) -> set[str]:

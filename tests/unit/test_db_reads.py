@@ -1,20 +1,24 @@
 """Reads through `Database` see every write committed before they started, however many other
-reads overlap them (they share one reader connection)."""
+reads overlap them (on SQLite they share one reader connection; on PostgreSQL, a pool)."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
-from bot.db import Database
+import pytest
+
+from tests.postgres import ENGINES, open_test_database
 
 ROWS = 2_000  # enough that a read of them all spans several hops to the reader's thread
 WRITES = 200
 
 
-async def test_a_read_after_a_commit_sees_it_while_other_reads_overlap(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "reads.sqlite3")
-    try:
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_a_read_after_a_commit_sees_it_while_other_reads_overlap(
+    engine: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    async with open_test_database(engine, request, tmp_path) as db:
         async with db.transaction() as conn:
             await conn.execute("CREATE TABLE counter (n INTEGER NOT NULL)")
             await conn.execute("INSERT INTO counter VALUES (0)")
@@ -47,5 +51,3 @@ async def test_a_read_after_a_commit_sees_it_while_other_reads_overlap(tmp_path:
             overlapping = await asyncio.gather(*readers)
         assert min(overlapping) > 0  # the other reads really ran alongside
         assert stale == [], f"{len(stale)} of {WRITES} reads missed the write just committed: {stale[:5]}"
-    finally:
-        await db.close()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from bot.db import Database
@@ -13,11 +11,8 @@ from bot.services.guilds import GuildService
 
 
 @pytest.fixture
-async def service(tmp_path: Path):
-    db = await Database.open(tmp_path / "castbot.sqlite3")
-    await db.migrate()
-    yield GuildService(db, clock=lambda: 1_790_000_000.0)
-    await db.close()
+async def service(db: Database) -> GuildService:
+    return GuildService(db, clock=lambda: 1_790_000_000.0)  # on each engine (the `db` fixture)
 
 
 async def test_defaults_without_a_row(service: GuildService) -> None:

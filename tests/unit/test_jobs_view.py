@@ -32,11 +32,12 @@ async def add_job(db: Database, budget: BudgetService, guild: int, user: int, am
         cursor = await conn.execute(
             "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, request_json, providers, provider, state,"
             " estimate_micros, global_period, guild_period, member_period, created_at, updated_at)"
-            " VALUES (?, 1, ?, ?, '{}', 'kling', 'kling', 'held', ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, 1, ?, ?, '{}', 'kling', 'kling', 'held', ?, ?, ?, ?, ?, ?) RETURNING id",
             (guild, user, prompt, amount, *(plan.periods.__dict__.values()), at, at),
         )
-        assert cursor.lastrowid is not None
-        job_id = cursor.lastrowid
+        row = await cursor.fetchone()
+        assert row is not None
+        job_id = int(row[0])
         await budget.hold(conn, job_id, plan, amount, at)
     return job_id
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from bot.db import Database
@@ -27,11 +25,8 @@ class RecordingHealth:
 
 
 @pytest.fixture
-async def guilds(tmp_path: Path):
-    db = await Database.open(tmp_path / "castbot.sqlite3")
-    await db.migrate()
-    yield GuildService(db)
-    await db.close()
+async def guilds(db: Database) -> GuildService:
+    return GuildService(db)  # on each engine (the `db` fixture)
 
 
 def message(problem: SettingsProblem) -> str:

@@ -91,11 +91,12 @@ async def _job(db: Database, provider: str, token: str, state: str = "running", 
         cursor = await conn.execute(
             "INSERT INTO jobs (guild_id, channel_id, user_id, prompt, request_json, providers, provider, state,"
             " estimate_micros, global_period, guild_period, member_period, next_poll_at, created_at, updated_at,"
-            " callback_token) VALUES (1, 2, 3, 'p', '{}', ?, ?, ?, 0, 'g', 'g', 'm', ?, 0, 0, ?)",
+            " callback_token) VALUES (1, 2, 3, 'p', '{}', ?, ?, ?, 0, 'g', 'g', 'm', ?, 0, 0, ?) RETURNING id",
             (provider, provider, state, next_poll_at, token),
         )
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
+        row = await cursor.fetchone()
+        assert row is not None
+        return int(row[0])
 
 
 async def _next_poll(db: Database, job_id: int) -> float:

@@ -20,18 +20,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import mimetypes
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import aiosqlite
 import httpx
 
 from bot import media
 from bot.config import Settings
-from bot.db import Database
+from bot.db import Connection, Database, IntegrityError
 from bot.errors import GuildOnly
 from bot.media.preview import gallery
 from bot.prompts import (
@@ -277,7 +275,7 @@ class CharacterService:
         return character_id
 
     @asynccontextmanager
-    async def _claim(self, guild_id: int, name: str) -> AsyncIterator[aiosqlite.Connection]:
+    async def _claim(self, guild_id: int, name: str) -> AsyncIterator[Connection]:
         """A write transaction in which `name` is free in the guild (else NameTaken)."""
         key = name_key(name)
         async with self._db.transaction() as conn:
@@ -533,7 +531,7 @@ class CharacterService:
         return "private" if await consent_needed(self._db, guild_id, "private", visibility) else visibility
 
     async def _set_visibility(
-        self, conn: aiosqlite.Connection, character_id: int, visibility: str, code: str, now: float
+        self, conn: Connection, character_id: int, visibility: str, code: str, now: float
     ) -> None:
         """Set visibility; a first `public` gets `code` (retried on the unlikely collision)."""
         for _ in range(5):
@@ -543,7 +541,7 @@ class CharacterService:
                         conn, character_id, visibility, code if visibility == "public" else None, now
                     )
                 return
-            except sqlite3.IntegrityError:
+            except IntegrityError:
                 code = new_share_code()
         raise RuntimeError("could not issue a unique share code")
 
@@ -677,7 +675,7 @@ class CharacterService:
 
 
 @asynccontextmanager
-async def _savepoint(conn: aiosqlite.Connection) -> AsyncIterator[None]:
+async def _savepoint(conn: Connection) -> AsyncIterator[None]:
     """A nested transaction, so one failed statement can be retried without losing the rest."""
     await conn.execute("SAVEPOINT share_code")
     try:
