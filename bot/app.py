@@ -113,7 +113,7 @@ def build_services(
         public_url=settings.public_url,
         storage=storage,
         metrics=metrics,
-        lease_seconds=lease_seconds(settings.poll_max_seconds),
+        lease_seconds=settings.job_lease_seconds or lease_seconds(settings.poll_max_seconds),
     )
     tracker = Tracker(
         db,

@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     # which Discord shards this process runs (unset: discord.py asks Discord for the count and
     # runs them all). SHARD_IDS is a list and ranges, e.g. "0-3" or "0,2,5-7".
     database_url: SecretStr | None = None
+    # How long a job stays one process's without renewal; also how long a dead process's jobs wait
+    # before another takes them over. Unset: max(60 s, 4 x POLL_MAX_SECONDS), several passes.
+    job_lease_seconds: float | None = Field(default=None, ge=5)
     shard_count: int | None = Field(default=None, ge=1, le=100_000)
     shard_ids: Annotated[tuple[int, ...], NoDecode] = ()
 
@@ -169,6 +172,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"SHARD_IDS: the range {part!r} is empty or too long")
             ids.extend(range(first, last + 1))
         return tuple(sorted(set(ids)))
+
+    @model_validator(mode="after")
+    def _lease_outlasts_passes(self) -> Settings:
+        # the loop renews leases each pass, and a pass comes at least every POLL_MAX_SECONDS
+        if self.job_lease_seconds is not None and self.job_lease_seconds < 4 * self.poll_max_seconds:
+            raise ValueError("JOB_LEASE_SECONDS must be at least 4 x POLL_MAX_SECONDS (a live process keeps its jobs)")
+        return self
 
     @model_validator(mode="after")
     def _shards_fit(self) -> Settings:

@@ -204,5 +204,5 @@ async def retired_files(source: Source) -> list[RetiredFiles]:
     ]
 
 
-async def mark_retired_deleted(conn: aiosqlite.Connection, retired_id: int, now: float) -> None:
+async def mark_retired_deleted(conn: Connection, retired_id: int, now: float) -> None:
     await conn.execute("UPDATE character_retired_files SET purged_at = ? WHERE id = ?", (now, retired_id))
