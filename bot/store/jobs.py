@@ -4,6 +4,8 @@ and only the moves of `bot.domain.job_state.TRANSITIONS` are made."""
 from __future__ import annotations
 
 import json
+import logging
+from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +14,8 @@ from bot.db import Connection, Database, Row, dialect
 from bot.domain.job_state import ACTIVE, FINISHED, OPEN, JobState, check_moves, ordered
 from bot.domain.jobs import Job
 from bot.store.rows import mapped
+
+log = logging.getLogger(__name__)
 
 # A status message shows progress in steps of this many percent: migration 0006 stamps a job's
 # `status_seq` when its progress crosses one (keep the two in step).
@@ -449,6 +453,10 @@ async def take_over(conn: Connection, owner: str, now: float, lease: float, *, r
     if dialect(conn) == "sqlite":
         return await mark_in_flight_ambiguous(conn, now) if restart else []
     claimed = await claim_jobs(conn, owner, now, lease)
+    others = Counter(c.previous_owner for c in claimed if c.previous_owner not in (None, owner))
+    for previous, count in others.items():
+        log.warning("took over %d jobs from process %s, whose leases expired (it stopped or lost the database)",
+                    count, previous)  # fmt: skip
     orphaned = [c.job_id for c in claimed if c.state == JobState.SUBMITTING and c.previous_owner != owner]
     return await mark_in_flight_ambiguous(conn, now, only=orphaned)
 
