@@ -94,6 +94,8 @@ async def test_fresh_database_gets_every_table_and_the_latest_version(empty_url:
         expected = {
             "guild_settings", "characters", "character_handles", "character_imports", "jobs",
             "attempts", "budget_counters", "ledger", "provider_health", "provider_events", "schema_version",
+            "character_usage", "character_retired_files", "character_reports", "character_consents",
+            "operator_audit", "character_import_bans",
         }  # fmt: skip
         assert expected <= {r["tablename"] for r in rows}
         # times keep sub-second precision and snowflakes fit (not float4 / int4)
@@ -139,6 +141,34 @@ async def test_broken_migration_leaves_the_previous_version(empty_url: str, tmp_
         assert row is not None and row["gone"]
     finally:
         await db.close()
+
+
+async def test_a_user_who_may_not_create_the_unaccent_extension_gets_a_migration_error_saying_so(
+    empty_url: str, postgres_server: PostgresServer
+) -> None:
+    """The gallery's search needs `unaccent` (contrib). A role that may create tables but not
+    extensions stops at 0011 with what to do, the database left at 0010."""
+    admin = await asyncpg.connect(empty_url)
+    try:
+        await admin.execute("DROP ROLE IF EXISTS castbot_plain")
+        await admin.execute("CREATE ROLE castbot_plain LOGIN")
+        await admin.execute("GRANT CREATE, USAGE ON SCHEMA public TO castbot_plain")
+    finally:
+        await admin.close()
+    db = await PostgresDatabase.connect(empty_url.replace("castbot@", "castbot_plain@"))
+    try:
+        with pytest.raises(MigrationError, match=r'0011_gallery\.sql failed: .*extension "unaccent"') as refused:
+            await db.migrate()
+        assert "permission denied" in str(refused.value) and "CREATE EXTENSION unaccent" in str(refused.value)
+        assert await db.user_version() == 10
+    finally:
+        await db.close()
+        await postgres_server.drop_database(empty_url)
+        admin = await asyncpg.connect(postgres_server.url("postgres"))
+        try:
+            await admin.execute("DROP ROLE castbot_plain")
+        finally:
+            await admin.close()
 
 
 async def test_database_newer_than_the_code_is_refused(pg: PostgresDatabase) -> None:
