@@ -8,9 +8,9 @@ DO $$
 BEGIN
     CREATE EXTENSION IF NOT EXISTS unaccent;
 EXCEPTION WHEN OTHERS THEN
-    RAISE EXCEPTION 'the gallery search needs the PostgreSQL extension "unaccent" (contrib): %', SQLERRM
-        USING HINT = 'install PostgreSQL''s contrib package, or have a superuser run CREATE EXTENSION unaccent '
-                     'in this database, then start Castbot again';
+    RAISE EXCEPTION 'the gallery search needs the PostgreSQL extension "unaccent" (contrib): %. Install '
+        'PostgreSQL''s contrib package, or have a superuser or the database''s owner run CREATE EXTENSION '
+        'unaccent in this database, then start Castbot again', SQLERRM;
 END;
 $$;
 
