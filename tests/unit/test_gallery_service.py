@@ -425,9 +425,7 @@ async def test_an_existing_database_upgrades_with_its_characters_searchable_and_
     for guild in (1, 2, 2):
         await add_job(db, guild, [1, 1], 5.0)  # a character named twice is one video
     assert await db.migrate() == len(discover_migrations())
-    assert [r.character.name for r in await store.search(db, store.match_expression("zoe"), "name", 10, 0)] == [
-        "Zoë"
-    ]
+    assert [r.character.name for r in await store.search(db, store.match_expression("zoe"), "name", 10, 0)] == ["Zoë"]
     assert await store.count(db, store.match_expression("cello"), 10) == 2
     assert await store.usage(db, 1) == store.Usage(videos=3, servers=2)
     await add_job(db, 3, [1, 2, 1, 99], 6.0)  # counted by the trigger from now on, once a job
