@@ -43,8 +43,12 @@ ALTER TABLE characters ADD COLUMN search_words tsvector GENERATED ALWAYS AS (
     || setweight(to_tsvector('simple'::regconfig, castbot_search_text(description)), 'B')
     || setweight(to_tsvector('simple'::regconfig, castbot_search_text(tags)), 'C')
 ) STORED;
--- only the gallery searches: the public, live characters
+-- Only the gallery searches: the public, live characters. fastupdate off: a new or edited
+-- character goes into the index at once rather than into a pending list that every search would
+-- read through until (auto)vacuum merges it (13 ms a page after a bulk insert, bench/README.md § 8);
+-- characters are made at a human pace, so the dearer insert costs nothing that matters.
 CREATE INDEX characters_gallery_search ON characters USING gin (search_words)
+    WITH (fastupdate = off)
     WHERE visibility = 'public' AND deleted_at IS NULL;
 
 -- What a member typed, already reduced by bot.store.gallery to words of letters, digits, '_' and
