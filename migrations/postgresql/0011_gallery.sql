@@ -37,11 +37,21 @@ BEGIN
 END;
 $$;
 
--- Name (weight A), description (B) and tags (C): a `#tag` search matches weight C only.
+-- Each word of the tags once more, marked with '#' (which castbot_search_text never leaves in a
+-- word): a `#tag` search finds its rows in the GIN index itself, where a weight alone (C) would
+-- have it recheck every row whose description holds the word too (23 ms a page for a common tag).
+CREATE FUNCTION castbot_tag_lexemes(tags TEXT) RETURNS tsvector LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT array_to_tsvector(COALESCE(array_agg(DISTINCT '#' || w), '{}'))
+    FROM unnest(string_to_array(castbot_search_text(tags), ' ')) AS w
+    WHERE w <> ''
+$$;
+
+-- Name (weight A), description (B) and tags (C, and marked: castbot_tag_lexemes).
 ALTER TABLE characters ADD COLUMN search_words tsvector GENERATED ALWAYS AS (
     setweight(to_tsvector('simple'::regconfig, castbot_search_text(name)), 'A')
     || setweight(to_tsvector('simple'::regconfig, castbot_search_text(description)), 'B')
     || setweight(to_tsvector('simple'::regconfig, castbot_search_text(tags)), 'C')
+    || castbot_tag_lexemes(tags)
 ) STORED;
 -- Only the gallery searches: the public, live characters. fastupdate off: a new or edited
 -- character goes into the index at once rather than into a pending list that every search would
@@ -53,8 +63,9 @@ CREATE INDEX characters_gallery_search ON characters USING gin (search_words)
 
 -- What a member typed, already reduced by bot.store.gallery to words of letters, digits, '_' and
 -- '-' separated by single spaces (a `#` before a tag-only word), as a tsquery: every word must
--- match; a word's pieces in order, its last one a prefix (a tag word: exact, in the tags only).
--- Every piece is quoted, so nothing typed is read as tsquery syntax. NULL when nothing is left.
+-- match; a word's pieces in order, its last one a prefix. A tag word's pieces are whole words of
+-- the tags (the marked lexemes: castbot_tag_lexemes), in order there. Every piece is quoted, so
+-- nothing typed is read as tsquery syntax. NULL when nothing is left.
 CREATE FUNCTION castbot_search_query(typed TEXT) RETURNS tsquery LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
 DECLARE
     word TEXT;
@@ -62,6 +73,7 @@ DECLARE
     pieces TEXT[];
     parts TEXT[] := '{}';
     phrase TEXT[];
+    piece TEXT;
     i INT;
 BEGIN
     FOREACH word IN ARRAY string_to_array(typed, ' ') LOOP
@@ -70,17 +82,24 @@ BEGIN
         CONTINUE WHEN pieces IS NULL OR cardinality(pieces) = 0 OR pieces[1] = '';
         phrase := '{}';
         FOR i IN 1 .. cardinality(pieces) LOOP
-            phrase := phrase || (
-                '''' || replace(replace(pieces[i], '\', '\\'), '''', '''''') || ''''
-                || CASE WHEN tag THEN ':C' WHEN i = cardinality(pieces) THEN ':*' ELSE '' END
-            );
+            -- letters and digits only, but quoted as tsquery quotes anyway
+            piece := replace(replace(pieces[i], '\', '\\'), '''', '''''');
+            IF tag THEN
+                parts := parts || ('''#' || piece || '''');
+                phrase := phrase || ('''' || piece || ''':C');
+            ELSE
+                phrase := phrase || ('''' || piece || '''' || CASE WHEN i = cardinality(pieces) THEN ':*' ELSE '' END);
+            END IF;
         END LOOP;
-        parts := parts || ('(' || array_to_string(phrase, ' <-> ') || ')');
+        IF NOT tag OR cardinality(pieces) > 1 THEN
+            parts := parts || ('(' || array_to_string(phrase, ' <-> ') || ')');
+        END IF;
     END LOOP;
     IF cardinality(parts) = 0 THEN
         RETURN NULL;
     END IF;
-    RETURN to_tsquery('simple'::regconfig, array_to_string(parts, ' & '));
+    -- the pieces are folded already: read as written (to_tsquery would parse the '#' away)
+    RETURN CAST(array_to_string(parts, ' & ') AS tsquery);
 END;
 $$;
 
