@@ -222,6 +222,30 @@ async def test_search_folds_case_and_accents_in_any_script_and_reads_nothing_typ
     assert await found(db, "zoë dance lisbon") == ["Zoë"]
 
 
+async def test_a_broad_search_pages_alike_whichever_way_it_is_read(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`broad` (past the count cap) changes how a page is read, never what it holds: on PostgreSQL
+    both the walk of the order's index and the GIN fallback when the walk falls short."""
+    for n, name in enumerate(["Oak", "Ash", "Elm", "Yew", "Fir", "Bay"]):
+        await insert_public(db, name, "a red fox" if n % 2 else "a fox in the snow", "fox" if n < 3 else "")
+        await db.execute("UPDATE characters SET uses = ?, created_at = ? WHERE name = ?", (n % 3, 10 - n, name))
+    for typed in ("fox", "#fox", "red fox"):
+        match = store.match_expression(typed)
+        for sort in store.ORDERS:
+            whole = [r.character.name for r in await store.search(db, match, sort, 50, 0)]
+            assert len(whole) == {"fox": 6, "#fox": 3, "red fox": 3}[typed]
+            for window, per_card in ((0, 0), (1000, 20)):  # (0, 0): no walk, the GIN fallback
+                monkeypatch.setattr(store, "WALK_WINDOW", window)
+                monkeypatch.setattr(store, "WALK_PER_CARD", per_card)
+                paged = [
+                    r.character.name
+                    for offset in range(0, len(whole), 2)
+                    for r in await store.search(db, match, sort, 2, offset, broad=True)
+                ]
+                assert paged == whole, (typed, sort, window)
+
+
 async def test_only_public_live_shown_characters_are_listed(env: Env, gallery: GalleryService) -> None:
     ids = {name: await publish(env, OWNER, name) for name in ("Alpha", "Beta", "Gamma", "Delta", "Omega")}
     await env.service.share(OWNER, "Beta", "server")
