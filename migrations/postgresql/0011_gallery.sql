@@ -40,7 +40,10 @@ $$;
 -- Each word of the tags once more, marked with '#' (which castbot_search_text never leaves in a
 -- word): a `#tag` search finds its rows in the GIN index itself, where a weight alone (C) would
 -- have it recheck every row whose description holds the word too (23 ms a page for a common tag).
-CREATE FUNCTION castbot_tag_lexemes(tags TEXT) RETURNS tsvector LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+-- (SET search_path: castbot_search_text is found whatever the caller's path, as when pg_restore
+-- computes the generated column with an empty one)
+CREATE FUNCTION castbot_tag_lexemes(tags TEXT) RETURNS tsvector LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path FROM CURRENT AS $$
     SELECT array_to_tsvector(COALESCE(array_agg(DISTINCT '#' || w), '{}'))
     FROM unnest(string_to_array(castbot_search_text(tags), ' ')) AS w
     WHERE w <> ''
@@ -66,7 +69,8 @@ CREATE INDEX characters_gallery_search ON characters USING gin (search_words)
 -- match; a word's pieces in order, its last one a prefix. A tag word's pieces are whole words of
 -- the tags (the marked lexemes: castbot_tag_lexemes), in order there. Every piece is quoted, so
 -- nothing typed is read as tsquery syntax. NULL when nothing is left.
-CREATE FUNCTION castbot_search_query(typed TEXT) RETURNS tsquery LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+CREATE FUNCTION castbot_search_query(typed TEXT) RETURNS tsquery LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path FROM CURRENT AS $$
 DECLARE
     word TEXT;
     tag BOOLEAN;

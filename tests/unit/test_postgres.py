@@ -8,6 +8,7 @@ import asyncio
 import multiprocessing
 import random
 import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from bot.db import MIGRATIONS_DIR, DatabaseError, IntegrityError, MigrationError, discover_migrations
 from bot.db_postgres import PostgresDatabase, shared_sql_for_postgres, translate
 from bot.services.budget import TooManyActiveJobs
-from bot.store import budgets
+from bot.store import budgets, gallery
 from bot.store.budgets import InsufficientBudget, Scope
 from tests.postgres import PostgresServer
 from tests.unit.test_budget_service import GUILD, USD, Clock, admit, configure, make_service
@@ -169,6 +170,43 @@ async def test_a_user_who_may_not_create_the_unaccent_extension_gets_a_migration
             await admin.execute("DROP ROLE castbot_plain")
         finally:
             await admin.close()
+
+
+async def test_a_dump_restores_with_its_search_working(pg: PostgresDatabase, postgres_server: PostgresServer) -> None:
+    """pg_dump | psql: the restore computes the generated search column with an empty search_path,
+    so the functions it calls must find each other without one."""
+    await pg.execute(
+        "INSERT INTO characters (guild_id, owner_id, name, name_key, name_skeleton, description, tags, visibility, "
+        "clip_sha256, clip_path, clip_duration, best_window_start, frame_paths, created_at, updated_at) "
+        "VALUES (1, 1, 'Zoë', 'zoë', 'zoe', 'a dancer', 'red-fox', 'public', 's', 'p', 3, 0, '[]', 0, 0)"
+    )
+    source = await pg.fetchone("SELECT current_database() AS name")
+    assert source is not None
+    copy = await postgres_server.new_database(migrated=False)
+    bin_dir = postgres_server.bin_dir
+    try:
+        dump = subprocess.run(
+            [str(bin_dir / "pg_dump"), "-d", postgres_server.url(source["name"])],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        restore = subprocess.run(
+            [str(bin_dir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", copy],
+            input=dump.stdout,
+            capture_output=True,
+            timeout=60,
+        )
+        assert restore.returncode == 0, restore.stderr.decode()
+        restored = await PostgresDatabase.connect(copy)
+        try:
+            assert await restored.migrate() == len(discover_migrations())  # nothing left to do
+            found = await gallery.search(restored, gallery.match_expression("#red-fox zoe"), "name", 5, 0)
+            assert [r.character.name for r in found] == ["Zoë"]
+        finally:
+            await restored.close()
+    finally:
+        await postgres_server.drop_database(copy)
 
 
 async def test_database_newer_than_the_code_is_refused(pg: PostgresDatabase) -> None:
