@@ -170,6 +170,25 @@ async def castbot(harness: BotHarness, world: World) -> Castbot:
     return await harness.start()
 
 
+@pytest.fixture(params=ENGINES)
+async def store_engine(request: pytest.FixtureRequest, harness: BotHarness) -> AsyncIterator[str]:
+    """The harness's bot on each store engine: its SQLite file in DATA_DIR, or a fresh PostgreSQL
+    database (the bot migrates it at start) that every start and restart uses, dropped afterwards."""
+    if request.param == "sqlite":
+        yield "sqlite"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = await server.new_database(migrated=False)
+    harness.overrides["database_url"] = url
+    try:
+        yield "postgresql"
+    finally:
+        if harness.bot is not None:
+            await harness.sandbox.wait_answered()
+        await harness.stop()  # before its database is dropped
+        await server.drop_database(url)
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """A real PostgreSQL server for this test process (one per xdist worker), stopped at the end.

@@ -51,6 +51,16 @@ class Protected:
     characters: frozenset[int]  # live characters, and those an open job refers to
 
 
+def _named_by_jobs(source: Source) -> str:
+    """A subquery's start: the character ids jobs' requests name (the caller adds `WHERE jobs.…`)."""
+    if dialect(source) == "postgresql":
+        return (
+            "SELECT CAST(c ->> 'id' AS BIGINT) FROM jobs,"
+            " jsonb_array_elements(CAST(jobs.request_json AS jsonb) -> 'characters') c"
+        )
+    return "SELECT json_extract(c.value, '$.id') FROM jobs, json_each(jobs.request_json, '$.characters') c"
+
+
 async def _all(source: Source, sql: str, params: Sequence[Any] = ()) -> list[Any]:
     if isinstance(source, Database):
         return await source.fetchall(sql, params)
@@ -122,13 +132,7 @@ async def protected_paths(source: Source) -> Protected:
         f"AND (notified_at IS NULL OR state IN ({_marks(_OPEN)}))",
         _OPEN,
     )
-    if dialect(source) == "postgresql":
-        referred = (
-            "SELECT CAST(c ->> 'id' AS BIGINT) FROM jobs,"
-            " jsonb_array_elements(CAST(jobs.request_json AS jsonb) -> 'characters') c"
-        )
-    else:
-        referred = "SELECT json_extract(c.value, '$.id') FROM jobs, json_each(jobs.request_json, '$.characters') c"
+    referred = _named_by_jobs(source)
     characters = await _all(
         source,
         "SELECT id, clip_path, frame_paths FROM characters WHERE deleted_at IS NULL "
@@ -187,8 +191,8 @@ async def retired_files(source: Source) -> list[RetiredFiles]:
     rows = await _all(
         source,
         "SELECT id, character_id, clip_sha256, clip_path, frame_paths FROM character_retired_files "
-        "WHERE purged_at IS NULL AND character_id NOT IN (SELECT json_extract(c.value, '$.id') "
-        f"FROM jobs, json_each(jobs.request_json, '$.characters') c WHERE jobs.state IN ({_marks(_OPEN)})) "
+        f"WHERE purged_at IS NULL AND character_id NOT IN ({_named_by_jobs(source)} "
+        f"WHERE jobs.state IN ({_marks(_OPEN)})) "
         "ORDER BY retired_at, id",
         _OPEN,
     )

@@ -10,14 +10,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
-import aiosqlite
-
-from bot.db import Database
+from bot.db import Connection, Database, dialect
 from bot.store.rows import mapped
 
-Source = Database | aiosqlite.Connection
+Source: TypeAlias = "Database | Connection"
 
 
 @dataclass(frozen=True)
@@ -75,7 +73,7 @@ async def _one(source: Source, sql: str, params: Sequence[Any] = ()) -> Any:
     return rows[0] if rows else None
 
 
-async def _changed(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> int:
+async def _changed(conn: Connection, sql: str, params: Sequence[Any]) -> int:
     cursor = await conn.execute(sql, params)
     count = cursor.rowcount
     await cursor.close()
@@ -98,7 +96,7 @@ async def flags(source: Source, character_ids: Sequence[int]) -> dict[int, Flags
     return {int(r["character_id"]): mapped(Flags, r) for r in rows}
 
 
-async def set_taken_down(conn: aiosqlite.Connection, character_id: int, at: float | None) -> bool:
+async def set_taken_down(conn: Connection, character_id: int, at: float | None) -> bool:
     """Sets (a time) or clears (None) the takedown; True when it changed."""
     if at is None:
         sql = "UPDATE characters SET taken_down_at = NULL, hidden_at = NULL WHERE id = ? AND taken_down_at IS NOT NULL"
@@ -107,18 +105,18 @@ async def set_taken_down(conn: aiosqlite.Connection, character_id: int, at: floa
     return await _changed(conn, sql, (at, character_id)) == 1
 
 
-async def unhide(conn: aiosqlite.Connection, character_id: int) -> bool:
+async def unhide(conn: Connection, character_id: int) -> bool:
     sql = "UPDATE characters SET hidden_at = NULL WHERE id = ? AND hidden_at IS NOT NULL"
     return await _changed(conn, sql, (character_id,)) == 1
 
 
-async def hide(conn: aiosqlite.Connection, character_id: int, at: float) -> bool:
+async def hide(conn: Connection, character_id: int, at: float) -> bool:
     sql = "UPDATE characters SET hidden_at = ? WHERE id = ? AND hidden_at IS NULL"
     return await _changed(conn, sql, (at, character_id)) == 1
 
 
 async def audit(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     *,
     operator_id: int,
     action: str,
@@ -138,7 +136,7 @@ async def audit(
 
 
 async def add_report(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     *,
     character_id: int,
     reporter_id: int,
@@ -166,19 +164,29 @@ async def open_reporters(source: Source, character_id: int) -> int:
     return int(row[0]) if row else 0
 
 
-async def resolve_reports(conn: aiosqlite.Connection, character_id: int, now: float) -> int:
+async def resolve_reports(conn: Connection, character_id: int, now: float) -> int:
     sql = "UPDATE character_reports SET resolved_at = ? WHERE character_id = ? AND resolved_at IS NULL"
     return await _changed(conn, sql, (now, character_id))
 
 
 async def open_reports(source: Source, limit: int) -> tuple[list[OpenReport], int]:
     """Characters with open reports, the most reported first, and how many there are in all."""
+    # the distinct reasons, most frequent first, as a JSON array
+    if dialect(source) == "postgresql":
+        reasons = (
+            "(SELECT CAST(COALESCE(json_agg(reason ORDER BY n DESC, reason), '[]') AS TEXT) FROM (SELECT reason, "
+            "COUNT(*) AS n FROM character_reports r2 WHERE r2.character_id = c.id AND r2.resolved_at IS NULL "
+            "GROUP BY reason) AS counted)"
+        )
+    else:
+        reasons = (
+            "(SELECT json_group_array(reason) FROM (SELECT reason FROM character_reports r2 "
+            " WHERE r2.character_id = c.id AND r2.resolved_at IS NULL GROUP BY reason ORDER BY COUNT(*) DESC, reason))"
+        )
     rows = await _all(
         source,
         "SELECT c.id AS character_id, c.name, c.share_code, c.guild_id, c.hidden_at, c.taken_down_at, "
-        "COUNT(*) AS reporters, MAX(r.created_at) AS latest, "
-        "(SELECT json_group_array(reason) FROM (SELECT reason FROM character_reports r2 "
-        " WHERE r2.character_id = c.id AND r2.resolved_at IS NULL GROUP BY reason ORDER BY COUNT(*) DESC, reason)) "
+        f"COUNT(*) AS reporters, MAX(r.created_at) AS latest, {reasons} "
         "AS reasons FROM character_reports r JOIN characters c ON c.id = r.character_id "
         "WHERE r.resolved_at IS NULL GROUP BY c.id ORDER BY reporters DESC, latest DESC LIMIT ?",
         (limit,),
@@ -200,9 +208,7 @@ async def job_characters(source: Source, job_id: int) -> JobCharacters | None:
 # --- consents -------------------------------------------------------------------------------------
 
 
-async def add_consent(
-    conn: aiosqlite.Connection, *, character_id: int, user_id: int, visibility: str, now: float
-) -> None:
+async def add_consent(conn: Connection, *, character_id: int, user_id: int, visibility: str, now: float) -> None:
     await conn.execute(
         "INSERT INTO character_consents (character_id, user_id, visibility, created_at) VALUES (?, ?, ?, ?)",
         (character_id, user_id, visibility, now),
@@ -225,12 +231,12 @@ async def settings(source: Source, guild_id: int) -> TrustSettings:
     return TrustSettings(bool(row["allow_imports"]), row["report_channel_id"], bool(row["require_consent"]))
 
 
-async def change_settings(conn: aiosqlite.Connection, guild_id: int, changes: dict[str, Any], now: float) -> None:
+async def change_settings(conn: Connection, guild_id: int, changes: dict[str, Any], now: float) -> None:
     unknown = set(changes) - set(_SETTING_COLUMNS)
     if unknown:
         raise ValueError(f"unknown trust setting(s): {', '.join(sorted(unknown))}")
     await conn.execute(
-        "INSERT OR IGNORE INTO guild_settings (guild_id, created_at, updated_at) VALUES (?, ?, ?)",
+        "INSERT INTO guild_settings (guild_id, created_at, updated_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         (guild_id, now, now),
     )
     if changes:
@@ -254,11 +260,11 @@ async def importers(source: Source, character_id: int, limit: int) -> list[Impor
     return [mapped(Importer, r) for r in rows]
 
 
-async def ban_import(conn: aiosqlite.Connection, character_id: int, guild_id: int, by: int, now: float) -> int:
+async def ban_import(conn: Connection, character_id: int, guild_id: int, by: int, now: float) -> int:
     """Remove the guild's import of the character and keep it from importing it again."""
     await conn.execute(
-        "INSERT OR IGNORE INTO character_import_bans (character_id, guild_id, banned_by, created_at) "
-        "VALUES (?, ?, ?, ?)",
+        "INSERT INTO character_import_bans (character_id, guild_id, banned_by, created_at) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
         (character_id, guild_id, by, now),
     )
     return await _changed(

@@ -1,7 +1,7 @@
 """The community gallery and /character edit end to end: the real bot, the Discord sandbox, three
-guilds, real clips and files. Browse → import from the card → generate in another server; search
-by tag and by an accented name typed without accents; the owner's edits reaching importers; a
-member who is not the owner refused."""
+guilds, real clips and files (the main journey on both store engines). Browse → import from the
+card → generate in another server; search by tag and by an accented name typed without accents;
+the owner's edits reaching importers; a member who is not the owner refused."""
 
 from __future__ import annotations
 
@@ -73,13 +73,14 @@ async def wait_result(sandbox: DiscordSandbox, channel: Channel, job: int) -> St
 
 
 async def test_browse_search_import_from_the_card_and_generate_across_three_guilds(
-    sandbox: DiscordSandbox, world: World, harness: BotHarness, clips: dict[str, bytes]
+    sandbox: DiscordSandbox, world: World, harness: BotHarness, clips: dict[str, bytes], store_engine: str
 ) -> None:
     harbor = sandbox.add_guild("Harbor")
     harbor_channel = harbor.add_text_channel("docks")
     dee = harbor.add_member("dee")
     world.member.user.global_name = "Bob the Builder"
-    await harness.start()
+    bot = await harness.start()
+    assert bot.db.dialect == store_engine
 
     await create(sandbox, world, clips["face"], "Zoë", description="a dancer from Lisbon")
     edited = await run(sandbox, world.guild, world.channel, world.member, "character edit", name="zoë",

@@ -68,7 +68,7 @@ async def community_names(sandbox: DiscordSandbox, guild: Any, channel: Any, who
 
 
 async def test_three_reports_hide_the_card_and_reach_moderators_and_operators(
-    sandbox: DiscordSandbox, world: World, harness: BotHarness, clip: bytes
+    sandbox: DiscordSandbox, world: World, harness: BotHarness, clip: bytes, store_engine: str
 ) -> None:
     operator = sandbox.add_user("opal")
     third = sandbox.add_guild("Faraway", premium_tier=0)
@@ -77,6 +77,7 @@ async def test_three_reports_hide_the_card_and_reach_moderators_and_operators(
     bot = await harness.start(
         operator_user_ids=str(operator.id), report_threshold=3, operator_report_channel_id=ops_room.id
     )
+    assert bot.db.dialect == store_engine
     await share_publicly(sandbox, world, clip, "Fox")
     reports_room = world.guild.add_text_channel("reports")
     saved = await run(sandbox, world.guild, world.channel, world.admin, "settings", report_channel=reports_room)
@@ -134,13 +135,14 @@ async def test_three_reports_hide_the_card_and_reach_moderators_and_operators(
 
 
 async def test_takedown_stops_admission_in_another_guild_and_running_jobs_finish(
-    sandbox: DiscordSandbox, world: World, harness: BotHarness, clip: bytes
+    sandbox: DiscordSandbox, world: World, harness: BotHarness, clip: bytes, store_engine: str
 ) -> None:
     admin_elsewhere = world.other_guild.add_member("ida", permissions=ADMINISTRATOR)
     third = sandbox.add_guild("Faraway", premium_tier=0)
     third_channel = third.add_text_channel("hall")
     third_member = third.add_member("eli")
     bot = await harness.start(operator_user_ids=str(admin_elsewhere.id), local_render_seconds=2.0)
+    assert bot.db.dialect == store_engine
     code = await share_publicly(sandbox, world, clip, "Fox")
     imported = await run(sandbox, world.other_guild, world.other_channel, world.other_member, "character import",
                          code=code, name="Vulpes")  # fmt: skip

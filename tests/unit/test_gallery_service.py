@@ -1,7 +1,8 @@
 """The community gallery and /character edit at the service level: search, sort and paging over a
-real SQLite with its FTS5 index, who may edit what, edits reaching importers, and a replaced clip's
-old files kept while an open job names the character. Real clips over loopback HTTP, the real
-local provider, the real storage janitor."""
+real database on each engine (SQLite with its FTS5 index, PostgreSQL with its tsvector column), who
+may edit what, edits reaching importers, and a replaced clip's old files kept while an open job
+names the character. Real clips over loopback HTTP, the real local provider, the real storage
+janitor."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bot.db import Database, discover_migrations
+from bot.db_postgres import PostgresDatabase
 from bot.domain.job_state import JobState
 from bot.i18n import t
 from bot.prompts import name_key, name_skeleton
@@ -32,6 +34,7 @@ from bot.store import gallery as store
 from bot.store import jobs as job_store
 from bot.store.jobs import NewJob
 from discord_sandbox.clips import make_clip
+from tests.postgres import ENGINES, PostgresServer, open_test_database
 from tests.unit.test_character_service import (  # noqa: F401  (fixtures)
     GUILD_A,
     GUILD_B,
@@ -49,10 +52,16 @@ GUILD_C = 300
 THIRD = Actor(user_id=7, guild_id=GUILD_C)
 
 
-@pytest.fixture
-async def env(tmp_path: Path, clip_server: ClipServer, clip_bytes: bytes) -> AsyncIterator[Env]:  # noqa: F811
-    async for e in make_env(tmp_path, clip_server, clip_bytes):
-        yield e
+@pytest.fixture(params=ENGINES)
+async def env(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    clip_server: ClipServer,  # noqa: F811
+    clip_bytes: bytes,  # noqa: F811
+) -> AsyncIterator[Env]:
+    async with open_test_database(request.param, request, tmp_path / "db") as database:
+        async for e in make_env(tmp_path, clip_server, clip_bytes, database=database):
+            yield e
 
 
 @pytest.fixture
@@ -123,11 +132,20 @@ def test_tags_are_normalised_and_refused_with_the_reason() -> None:
         assert "{" not in t(refused.value.key, "en", **refused.value.params)
 
 
+def fts5(text: str) -> str:
+    match = store.match_expression(text)
+    assert match is not None
+    return match.fts5()
+
+
 def test_search_words_become_quoted_prefixes_and_never_fts_syntax() -> None:
-    assert store.match_expression("Zoë fox") == '"Zoë" * AND "fox" *'
-    assert store.match_expression("#Cat") == 'tags : "Cat"'
-    assert store.match_expression('NEAR(a b) OR "x') == '"NEAR" * AND "a" * AND "b" * AND "OR" * AND "x" *'
+    assert fts5("Zoë fox") == '"Zoë" * AND "fox" *'
+    assert fts5("#Cat") == 'tags : "Cat"'
+    assert fts5('NEAR(a b) OR "x') == '"NEAR" * AND "a" * AND "b" * AND "OR" * AND "x" *'
     assert store.match_expression("  !!  ") is None
+    # PostgreSQL's form: plain words for castbot_search_query() to fold and quote
+    match = store.match_expression("#Cat  zoë:* & red-fox!")
+    assert match is not None and match.words() == "#Cat zoë red-fox"
 
 
 # --- browse ---------------------------------------------------------------------------------------
@@ -148,6 +166,84 @@ async def test_search_by_tag_by_accent_free_name_by_prefix_and_description(env: 
     assert await names(gallery, OUTSIDER, "hidden") == []  # not public
     empty = await gallery.browse(OUTSIDER, "nothing-like-this", "popular")
     assert empty.total == 0 and empty.card is None and empty.pages == 1
+
+
+async def insert_public(db: Database, name: str, description: str = "", tags: str = "") -> int:
+    row = await db.fetchone(
+        "INSERT INTO characters (guild_id, owner_id, name, name_key, name_skeleton, description, tags, visibility, "
+        "share_code, clip_sha256, clip_path, clip_duration, best_window_start, frame_paths, created_at, updated_at) "
+        "VALUES (1, 1, ?, ?, ?, ?, ?, 'public', ?, 'sha', 'p', 3, 0, '[]', 0, 0) RETURNING id",
+        (name, name_key(name), name_skeleton(name), description, tags, f"C{name_skeleton(name)}"),
+    )
+    assert row is not None
+    return int(row[0])
+
+
+async def found(db: Database, typed: str) -> list[str]:
+    rows = await store.search(db, store.match_expression(typed), "name", 50, 0)
+    assert len(rows) == await store.count(db, store.match_expression(typed), 50)
+    return [r.character.name for r in rows]
+
+
+async def test_search_folds_case_and_accents_in_any_script_and_reads_nothing_typed_as_syntax(db: Database) -> None:
+    """The same answers on both engines: FTS5's unicode61 folding, and PostgreSQL's unaccent + ICU
+    folding with every typed piece quoted into the tsquery."""
+    await insert_public(db, "Zoë", "a dancer from Lisbon", "dance,portrait")
+    await insert_public(db, "ЖУК", "большой жук", "insect")
+    await insert_public(db, "Jean-Luc", "o'brien's r2d2 friend", "red-fox")
+    await insert_public(db, "Catherine", "a portrait painter", "art")
+
+    assert await found(db, "ZOE") == ["Zoë"]
+    assert await found(db, "жу") == ["ЖУК"]  # Cyrillic case, and a prefix
+    assert await found(db, "БОЛЬШ") == ["ЖУК"]
+    assert await found(db, "jean-lu") == ["Jean-Luc"]  # a word's pieces in order, the last a prefix
+    assert await found(db, "luc jean") == ["Jean-Luc"]
+    assert await found(db, "r2d") == ["Jean-Luc"]
+    assert await found(db, "#red-fox") == ["Jean-Luc"]
+    assert await found(db, "#portrait") == ["Zoë"]  # a tag only: Catherine's description does not count
+    assert await found(db, "portrait") == ["Catherine", "Zoë"]
+    assert await found(db, "#port") == []  # a tag is matched whole
+    assert await found(db, "cat") == ["Catherine"]
+    # what would be query syntax in FTS5 or a tsquery is only ever text: every word must match
+    expected = {
+        "o'brien": ["Jean-Luc"],
+        "cat:*": ["Catherine"],
+        "(cat": ["Catherine"],
+        "cat\\": ["Catherine"],
+        "cat*": ["Catherine"],
+        "cat & !zoe": [],
+        "cat | zoe": [],
+        'NEAR("cat" zoe)': [],
+        "cat -zoe": [],
+        "tags:art": [],
+    }
+    for typed, names_found in expected.items():
+        assert await found(db, typed) == names_found, typed
+    assert await found(db, "zoë dance lisbon") == ["Zoë"]
+
+
+async def test_a_broad_search_pages_alike_whichever_way_it_is_read(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`broad` (past the count cap) changes how a page is read, never what it holds: on PostgreSQL
+    both the walk of the order's index and the GIN fallback when the walk falls short."""
+    for n, name in enumerate(["Oak", "Ash", "Elm", "Yew", "Fir", "Bay"]):
+        await insert_public(db, name, "a red fox" if n % 2 else "a fox in the snow", "fox" if n < 3 else "")
+        await db.execute("UPDATE characters SET uses = ?, created_at = ? WHERE name = ?", (n % 3, 10 - n, name))
+    for typed in ("fox", "#fox", "red fox"):
+        match = store.match_expression(typed)
+        for sort in store.ORDERS:
+            whole = [r.character.name for r in await store.search(db, match, sort, 50, 0)]
+            assert len(whole) == {"fox": 6, "#fox": 3, "red fox": 3}[typed]
+            for window, per_card in ((0, 0), (1000, 20)):  # (0, 0): no walk, the GIN fallback
+                monkeypatch.setattr(store, "WALK_WINDOW", window)
+                monkeypatch.setattr(store, "WALK_PER_CARD", per_card)
+                paged = [
+                    r.character.name
+                    for offset in range(0, len(whole), 2)
+                    for r in await store.search(db, match, sort, 2, offset, broad=True)
+                ]
+                assert paged == whole, (typed, sort, window)
 
 
 async def test_only_public_live_shown_characters_are_listed(env: Env, gallery: GalleryService) -> None:
@@ -310,40 +406,56 @@ async def test_a_new_clip_makes_new_frames_drops_handles_and_old_files_outlive_o
 # --- the migration --------------------------------------------------------------------------------
 
 
+@pytest.fixture(params=ENGINES)
+async def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """An unmigrated database on each engine."""
+    if request.param == "sqlite":
+        db: Database = await Database.open(tmp_path / "castbot.sqlite3")
+        yield db
+        await db.close()
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = await server.new_database(migrated=False)
+    db = await PostgresDatabase.connect(url)
+    try:
+        yield db
+    finally:
+        await db.close()
+        await server.drop_database(url)
+
+
 async def test_an_existing_database_upgrades_with_its_characters_searchable_and_usage_counted(
-    tmp_path: Path,
+    tmp_path: Path, empty_db: Database
 ) -> None:
-    """0011 in one transaction: the FTS index filled from the existing rows, usage counted from the
-    existing jobs, and the triggers keep both up to date afterwards."""
+    """0011 in one transaction: the search index filled from the existing rows, usage counted from
+    the existing jobs, and the triggers keep both up to date afterwards."""
     source = tmp_path / "upto10"
-    source.mkdir()
+    (source / "postgresql").mkdir(parents=True)
     for migration in discover_migrations():
         if migration.version <= 10:
             shutil.copy(migration.path, source / migration.path.name)
-    db = await Database.open(tmp_path / "castbot.sqlite3")
-    try:
-        assert await db.migrate(source) == 10
-        for i, name in enumerate(["Zoë", "Bruno"], start=1):
-            await db.execute(
-                "INSERT INTO characters (id, guild_id, owner_id, name, name_key, name_skeleton, description, "
-                "visibility, clip_sha256, clip_path, clip_duration, best_window_start, frame_paths, created_at, "
-                "updated_at) VALUES (?, 1, 1, ?, ?, ?, 'plays the cello', 'public', 'sha', 'p', 3, 0, '[]', ?, 0)",
-                (i, name, name.casefold(), name_skeleton(name), float(i)),
-            )
-        for guild in (1, 2, 2):
-            await add_job(db, guild, [1, 1], 5.0)  # a character named twice is one video
-        assert await db.migrate() == len(discover_migrations())
-        assert [r.character.name for r in await store.search(db, store.match_expression("zoe"), "name", 10, 0)] == [
-            "Zoë"
-        ]
-        assert await store.count(db, store.match_expression("cello"), 10) == 2
-        assert await store.usage(db, 1) == store.Usage(videos=3, servers=2)
-        await add_job(db, 3, [1, 2, 1, 99], 6.0)  # counted by the trigger from now on, once a job
-        # a job naming a character that does not exist is still admitted (and counts for nobody)
-        assert await store.usage(db, 1) == store.Usage(videos=4, servers=3)
-        assert await store.usage(db, 2) == store.Usage(videos=1, servers=1)
-        await db.execute("UPDATE characters SET description = 'sings' WHERE id = 2")
-        assert await store.count(db, store.match_expression("cello"), 10) == 1
-        assert await store.count(db, store.match_expression("sings"), 10) == 1
-    finally:
-        await db.close()
+            variant = migration.path.parent / "postgresql" / migration.path.name
+            if variant.is_file():
+                shutil.copy(variant, source / "postgresql" / variant.name)
+    db = empty_db
+    assert await db.migrate(source) == 10
+    for i, name in enumerate(["Zoë", "Bruno"], start=1):
+        await db.execute(
+            "INSERT INTO characters (id, guild_id, owner_id, name, name_key, name_skeleton, description, "
+            "visibility, clip_sha256, clip_path, clip_duration, best_window_start, frame_paths, created_at, "
+            "updated_at) VALUES (?, 1, 1, ?, ?, ?, 'plays the cello', 'public', 'sha', 'p', 3, 0, '[]', ?, 0)",
+            (i, name, name.casefold(), name_skeleton(name), float(i)),
+        )
+    for guild in (1, 2, 2):
+        await add_job(db, guild, [1, 1], 5.0)  # a character named twice is one video
+    assert await db.migrate() == len(discover_migrations())
+    assert [r.character.name for r in await store.search(db, store.match_expression("zoe"), "name", 10, 0)] == ["Zoë"]
+    assert await store.count(db, store.match_expression("cello"), 10) == 2
+    assert await store.usage(db, 1) == store.Usage(videos=3, servers=2)
+    await add_job(db, 3, [1, 2, 1, 99], 6.0)  # counted by the trigger from now on, once a job
+    # a job naming a character that does not exist is still admitted (and counts for nobody)
+    assert await store.usage(db, 1) == store.Usage(videos=4, servers=3)
+    assert await store.usage(db, 2) == store.Usage(videos=1, servers=1)
+    await db.execute("UPDATE characters SET description = 'sings' WHERE id = 2")
+    assert await store.count(db, store.match_expression("cello"), 10) == 1
+    assert await store.count(db, store.match_expression("sings"), 10) == 1

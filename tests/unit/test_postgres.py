@@ -8,6 +8,7 @@ import asyncio
 import multiprocessing
 import random
 import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from bot.db import MIGRATIONS_DIR, DatabaseError, IntegrityError, MigrationError, discover_migrations
 from bot.db_postgres import PostgresDatabase, shared_sql_for_postgres, translate
 from bot.services.budget import TooManyActiveJobs
-from bot.store import budgets
+from bot.store import budgets, gallery
 from bot.store.budgets import InsufficientBudget, Scope
 from tests.postgres import PostgresServer
 from tests.unit.test_budget_service import GUILD, USD, Clock, admit, configure, make_service
@@ -94,6 +95,8 @@ async def test_fresh_database_gets_every_table_and_the_latest_version(empty_url:
         expected = {
             "guild_settings", "characters", "character_handles", "character_imports", "jobs",
             "attempts", "budget_counters", "ledger", "provider_health", "provider_events", "schema_version",
+            "character_usage", "character_retired_files", "character_reports", "character_consents",
+            "operator_audit", "character_import_bans",
         }  # fmt: skip
         assert expected <= {r["tablename"] for r in rows}
         # times keep sub-second precision and snowflakes fit (not float4 / int4)
@@ -139,6 +142,71 @@ async def test_broken_migration_leaves_the_previous_version(empty_url: str, tmp_
         assert row is not None and row["gone"]
     finally:
         await db.close()
+
+
+async def test_a_user_who_may_not_create_the_unaccent_extension_gets_a_migration_error_saying_so(
+    empty_url: str, postgres_server: PostgresServer
+) -> None:
+    """The gallery's search needs `unaccent` (contrib). A role that may create tables but not
+    extensions stops at 0011 with what to do, the database left at 0010."""
+    admin = await asyncpg.connect(empty_url)
+    try:
+        await admin.execute("DROP ROLE IF EXISTS castbot_plain")
+        await admin.execute("CREATE ROLE castbot_plain LOGIN")
+        await admin.execute("GRANT CREATE, USAGE ON SCHEMA public TO castbot_plain")
+    finally:
+        await admin.close()
+    db = await PostgresDatabase.connect(empty_url.replace("castbot@", "castbot_plain@"))
+    try:
+        with pytest.raises(MigrationError, match=r'0011_gallery\.sql failed: .*extension "unaccent"') as refused:
+            await db.migrate()
+        assert "permission denied" in str(refused.value) and "CREATE EXTENSION unaccent" in str(refused.value)
+        assert await db.user_version() == 10
+    finally:
+        await db.close()
+        await postgres_server.drop_database(empty_url)
+        admin = await asyncpg.connect(postgres_server.url("postgres"))
+        try:
+            await admin.execute("DROP ROLE castbot_plain")
+        finally:
+            await admin.close()
+
+
+async def test_a_dump_restores_with_its_search_working(pg: PostgresDatabase, postgres_server: PostgresServer) -> None:
+    """pg_dump | psql: the restore computes the generated search column with an empty search_path,
+    so the functions it calls must find each other without one."""
+    await pg.execute(
+        "INSERT INTO characters (guild_id, owner_id, name, name_key, name_skeleton, description, tags, visibility, "
+        "clip_sha256, clip_path, clip_duration, best_window_start, frame_paths, created_at, updated_at) "
+        "VALUES (1, 1, 'Zoë', 'zoë', 'zoe', 'a dancer', 'red-fox', 'public', 's', 'p', 3, 0, '[]', 0, 0)"
+    )
+    source = await pg.fetchone("SELECT current_database() AS name")
+    assert source is not None
+    copy = await postgres_server.new_database(migrated=False)
+    bin_dir = postgres_server.bin_dir
+    try:
+        dump = subprocess.run(
+            [str(bin_dir / "pg_dump"), "-d", postgres_server.url(source["name"])],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        restore = subprocess.run(
+            [str(bin_dir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", copy],
+            input=dump.stdout,
+            capture_output=True,
+            timeout=60,
+        )
+        assert restore.returncode == 0, restore.stderr.decode()
+        restored = await PostgresDatabase.connect(copy)
+        try:
+            assert await restored.migrate() == len(discover_migrations())  # nothing left to do
+            found = await gallery.search(restored, gallery.match_expression("#red-fox zoe"), "name", 5, 0)
+            assert [r.character.name for r in found] == ["Zoë"]
+        finally:
+            await restored.close()
+    finally:
+        await postgres_server.drop_database(copy)
 
 
 async def test_database_newer_than_the_code_is_refused(pg: PostgresDatabase) -> None:

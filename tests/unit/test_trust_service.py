@@ -1,6 +1,6 @@
-"""TrustService with a real SQLite: operator takedown/restore and their audit, reports counted per
-distinct member with the threshold hiding a public character, the import checks, and the
-takedown refused at admission's name resolution."""
+"""TrustService with a real database on each engine: operator takedown/restore and their audit,
+reports counted per distinct member with the threshold hiding a public character, the import
+checks, and the takedown refused at admission's name resolution."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from bot.config import Settings
-from bot.db import Database
+from bot.db import Database, IntegrityError, dialect
 from bot.errors import NotModerator
 from bot.i18n import t
 from bot.services.actors import Actor
@@ -115,6 +115,11 @@ async def test_the_audit_is_append_only(db: Database, trust: TrustService) -> No
         await db.execute("UPDATE operator_audit SET operator_id = 1")
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         await db.execute("DELETE FROM operator_audit")
+    if dialect(db) == "postgresql":  # SQLite has no TRUNCATE
+        with pytest.raises(IntegrityError, match="append-only"):
+            await db.execute("TRUNCATE operator_audit CASCADE")
+    rows = await db.fetchall("SELECT operator_id, action FROM operator_audit")
+    assert [tuple(r) for r in rows] == [(9, "takedown")]
 
 
 async def test_distinct_reporters_hide_a_public_character_at_the_threshold(db: Database, trust: TrustService) -> None:

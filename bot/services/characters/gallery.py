@@ -30,9 +30,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiosqlite
-
-from bot.db import Database
+from bot.db import Connection, Database
 from bot.errors import UserFacingError
 from bot.media.preview import gallery as frame_sheet
 from bot.prompts import clean_member_text, name_key, name_skeleton
@@ -270,7 +268,7 @@ class GalleryService:
             if value is not None
         )
 
-        async def write(conn: aiosqlite.Connection, clip: _NewClip | None) -> None:
+        async def write(conn: Connection, clip: _NewClip | None) -> None:
             now = self._clock()
             current = await character_store.get(conn, row.id)
             if current is None or current.deleted_at is not None:
@@ -294,7 +292,7 @@ class GalleryService:
                 )
 
         @asynccontextmanager
-        async def transaction() -> AsyncIterator[aiosqlite.Connection]:
+        async def transaction() -> AsyncIterator[Connection]:
             if claim and clean_name is not None:
                 async with self._chars._claim(guild_id, clean_name) as conn:
                     yield conn
@@ -323,8 +321,8 @@ class GalleryService:
         self,
         character_id: int,
         upload: Upload,
-        transaction: Callable[[], contextlib.AbstractAsyncContextManager[aiosqlite.Connection]],
-        write: Callable[[aiosqlite.Connection, _NewClip | None], Awaitable[None]],
+        transaction: Callable[[], contextlib.AbstractAsyncContextManager[Connection]],
+        write: Callable[[Connection, _NewClip | None], Awaitable[None]],
     ) -> None:
         """create's pipeline for the new clip (download with the cap, probe, frames), then the
         row written inside the clip's lock, so the janitor never takes a clip a row is about to name."""
