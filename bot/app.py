@@ -36,7 +36,7 @@ from bot.services.characters.text import shown
 from bot.services.delivery import DeliveryService
 from bot.services.dispatcher import Dispatcher
 from bot.services.encoding import EncodingService
-from bot.services.generation import GenerationService, lease_seconds
+from bot.services.generation import GenerationService, Shards, lease_seconds
 from bot.services.guilds import GuildService
 from bot.services.health import HealthService
 from bot.services.jobs_view import JobsViewService
@@ -114,6 +114,10 @@ def build_services(
         storage=storage,
         metrics=metrics,
         lease_seconds=settings.job_lease_seconds or lease_seconds(settings.poll_max_seconds),
+        # several processes split the shards: each takes the new jobs of its own guilds
+        shards=Shards(settings.shard_count, frozenset(settings.shard_ids))
+        if settings.shard_count and settings.shard_ids
+        else None,
     )
     tracker = Tracker(
         db,

@@ -48,6 +48,7 @@ from bot.services.storage import StorageService, refused_when_full
 from bot.services.webhooks import callback_url, new_token
 from bot.store import jobs as store
 from bot.store.jobs import NewJob
+from bot.store.jobs import Shards as Shards  # re-exported for the composition root
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +120,11 @@ class GenerationService:
         storage: StorageService | None = None,
         metrics: Metrics | None = None,
         lease_seconds: float = LEASE_FLOOR_SECONDS,
+        shards: Shards | None = None,
     ) -> None:
         self._db = db
         self._lease_seconds = lease_seconds
+        self._shards = shards  # this process's Discord shards: it takes its own guilds' new jobs
         self._storage = storage  # None: no space check
         self._metrics = metrics
         self._providers = providers
@@ -432,7 +435,9 @@ class GenerationService:
         """
         now = self._clock()
         async with self._db.transaction() as conn:
-            interrupted = await store.take_over(conn, self._db.lease_owner, now, self._lease_seconds, restart=True)
+            interrupted = await store.take_over(
+                conn, self._db.lease_owner, now, self._lease_seconds, restart=True, shards=self._shards
+            )
         for job_id in interrupted:
             log.warning("job %d was being submitted when the bot stopped; reconciling, not resending", job_id)
         counts = await store.count_by_state(self._db)
@@ -441,7 +446,7 @@ class GenerationService:
     async def renew_leases(self) -> None:
         """Every loop pass: keep this process's jobs, and take over those of a process that stopped
         renewing (it died), with the restart rules: a job it left mid-submission becomes ambiguous."""
-        orphaned = await store.renew_leases(self._db, self._clock(), self._lease_seconds)
+        orphaned = await store.renew_leases(self._db, self._clock(), self._lease_seconds, self._shards)
         for job_id in orphaned:
             log.warning("job %d was being submitted by a process that stopped; reconciling, not resending", job_id)
 

@@ -420,31 +420,53 @@ class Claimed:
     previous_owner: str | None  # another process's name: taken over after its lease expired
 
 
-async def claim_jobs(conn: Connection, owner: str, now: float, lease: float, limit: int = 5000) -> list[Claimed]:
+@dataclass(frozen=True)
+class Shards:
+    """The Discord shards a process runs, `ids` of `count`: its guilds are those Discord routes
+    there, `(guild_id >> 22) % count`."""
+
+    count: int
+    ids: frozenset[int]
+
+
+async def claim_jobs(
+    conn: Connection, owner: str, now: float, lease: float, limit: int = 5000, shards: Shards | None = None
+) -> list[Claimed]:
     """Take (or renew) the lease of every job the loop still has work on that nobody else holds:
     unowned, expired, or ours with under three quarters of the lease left (a pass comes at least
     every quarter lease, so a live process renews with half the lease to spare; most passes write
     nothing). Rows another process is writing right now are skipped (FOR UPDATE SKIP LOCKED), never
-    waited for. On SQLite one process owns every job: nothing is written."""
+    waited for. With `shards`, an unowned job is taken only if its guild is on one of them (the
+    processes share the work as Discord shares the guilds) or it has waited a whole lease for its
+    own shard's process (which is down); an expired lease is anyone's. On SQLite one process owns
+    every job: nothing is written."""
     if dialect(conn) == "sqlite":
         return []
     open_states, finished = ordered(OPEN), ordered(FINISHED)
+    unowned = "lease_owner IS NULL"
+    unowned_params: tuple[float, ...] = ()
+    if shards is not None and shards.ids:
+        ids = sorted(shards.ids)
+        unowned = f"lease_owner IS NULL AND (created_at < ? OR (guild_id >> 22) % ? IN ({','.join('?' for _ in ids)}))"
+        unowned_params = (now - lease, shards.count, *ids)
     rows = await (
         await conn.execute(
             "WITH picked AS (SELECT id, lease_owner AS was FROM jobs"
             f" WHERE (state IN ({','.join('?' for _ in open_states)})"
             f" OR (notified_at IS NULL AND state IN ({','.join('?' for _ in finished)})))"
-            " AND (lease_owner IS NULL OR lease_until < ? OR (lease_owner = ? AND lease_until < ?))"
+            f" AND (({unowned}) OR lease_until < ? OR (lease_owner = ? AND lease_until < ?))"
             " ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED)"
             " UPDATE jobs SET lease_owner = ?, lease_until = ? FROM picked WHERE jobs.id = picked.id"
             " RETURNING jobs.id, jobs.state, picked.was",
-            (*open_states, *finished, now, owner, now + lease * 3 / 4, limit, owner, now + lease),
+            (*open_states, *finished, *unowned_params, now, owner, now + lease * 3 / 4, limit, owner, now + lease),
         )
     ).fetchall()
     return [Claimed(int(r[0]), JobState(r[1]), r[2]) for r in rows]
 
 
-async def take_over(conn: Connection, owner: str, now: float, lease: float, *, restart: bool) -> list[int]:
+async def take_over(
+    conn: Connection, owner: str, now: float, lease: float, *, restart: bool, shards: Shards | None = None
+) -> list[int]:
     """Claim or renew this process's jobs, and apply the restart rule to the jobs it now owns that
     another process (dead: its lease expired) left mid-submission; returns those jobs' ids.
 
@@ -452,7 +474,7 @@ async def take_over(conn: Connection, owner: str, now: float, lease: float, *, r
     restarts there is nothing to take over."""
     if dialect(conn) == "sqlite":
         return await mark_in_flight_ambiguous(conn, now) if restart else []
-    claimed = await claim_jobs(conn, owner, now, lease)
+    claimed = await claim_jobs(conn, owner, now, lease, shards=shards)
     others = Counter(c.previous_owner for c in claimed if c.previous_owner not in (None, owner))
     for previous, count in others.items():
         log.warning("took over %d jobs from process %s, whose leases expired (it stopped or lost the database)",
@@ -461,13 +483,13 @@ async def take_over(conn: Connection, owner: str, now: float, lease: float, *, r
     return await mark_in_flight_ambiguous(conn, now, only=orphaned)
 
 
-async def renew_leases(db: Database, now: float, lease: float) -> list[int]:
+async def renew_leases(db: Database, now: float, lease: float, shards: Shards | None = None) -> list[int]:
     """A loop pass's `take_over`, in a transaction of its own; on SQLite nothing to do, and no
     transaction is opened."""
     if db.dialect == "sqlite":
         return []
     async with db.transaction() as conn:
-        return await take_over(conn, db.lease_owner, now, lease, restart=False)
+        return await take_over(conn, db.lease_owner, now, lease, restart=False, shards=shards)
 
 
 async def release_leases(db: Database) -> int:

@@ -184,6 +184,13 @@ async def test_three_processes_post_300_videos_once_through_a_sigkill(
 
         # SIGKILL the process on shard 2 while videos are still rendering and posting
         await sandbox.wait_for(lambda: len(set(results(sandbox, where))) >= 60 or None, TIMEOUT, "60 results")
+        # the processes share the work as Discord shares the guilds: each holds its own guilds' jobs
+        conn = await asyncpg.connect(database_url)
+        try:
+            owners = await conn.fetchval("SELECT COUNT(DISTINCT lease_owner) FROM jobs WHERE lease_owner IS NOT NULL")
+        finally:
+            await conn.close()
+        assert owners == 3
         running.kill("b")
         assert len(set(results(sandbox, where))) < 300  # jobs were in flight when it died
         await sandbox.wait_for(lambda: len(set(results(sandbox, where))) >= 300 or None, TIMEOUT, "300 results")

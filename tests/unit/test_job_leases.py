@@ -108,3 +108,33 @@ async def test_on_sqlite_the_one_process_owns_every_job(sqlite_db: Database) -> 
         assert await store.take_over(conn, sqlite_db.lease_owner, NOW, LEASE, restart=False) == []
     async with sqlite_db.transaction() as conn:  # a restart: the old rule, every job mid-submission
         assert await store.take_over(conn, sqlite_db.lease_owner, NOW, LEASE, restart=True) == [submitting]
+
+
+async def on_shard(db: Database, shard: int, count: int) -> int:
+    """A running job in a guild Discord routes to `shard` of `count`."""
+    job_id = await job_in(db, JobState.RUNNING)
+    await db.execute("UPDATE jobs SET guild_id = ? WHERE id = ?", (((shard + count * job_id) << 22) | 7, job_id))
+    return job_id
+
+
+async def test_with_shards_each_process_takes_its_own_guilds_jobs_and_a_dead_ones_after_a_lease(
+    two: tuple[PostgresDatabase, PostgresDatabase],
+) -> None:
+    a, b = two
+    low, high = store.Shards(2, frozenset({0})), store.Shards(2, frozenset({1}))
+    zero = [await on_shard(a, 0, 2) for _ in range(6)]
+    one = [await on_shard(a, 1, 2) for _ in range(6)]
+
+    async def claim_as(db: Database, shards: store.Shards, now: float) -> list[int]:
+        async with db.transaction() as conn:
+            claimed = await store.claim_jobs(conn, db.lease_owner, now, LEASE, shards=shards)
+        return sorted(c.job_id for c in claimed)
+
+    # the work splits as Discord splits the guilds, whichever process looks first
+    assert await claim_as(a, low, NOW) == zero
+    assert await claim_as(b, high, NOW) == one
+    # a job of shard 1 while its process is down: the other takes it once it has waited a lease
+    late = await on_shard(a, 1, 2)
+    await a.execute("UPDATE jobs SET created_at = ? WHERE id = ?", (NOW, late))
+    assert late not in await claim_as(a, low, NOW + LEASE / 2)
+    assert late in await claim_as(a, low, NOW + LEASE + 1)
