@@ -46,7 +46,7 @@ from bot.services.server_settings import SettingsService
 from bot.services.storage import StorageService
 from bot.services.tracking import Tracker
 from bot.services.trust import TrustService
-from bot.services.webhooks import WebhookService, fal_key_set, gemini_key_set
+from bot.services.webhooks import WAKE_CHANNEL, WebhookService, fal_key_set, gemini_key_set
 from bot.ui.replies import fit_content, locale_of, reply
 from bot.ui.translator import CastbotTranslator
 
@@ -305,6 +305,8 @@ class Castbot(commands.AutoShardedBot):
         return list(self.shard_ids or range(self.shard_count or 1))
 
     async def setup_hook(self) -> None:
+        # a callback taken by another process sharing the database wakes this one's loop too
+        await self.db.listen(WAKE_CHANNEL, self.services.wake_loop)
         await self._read_gateway_limits()
         await self.tree.set_translator(CastbotTranslator())
         for extension in cog_modules():

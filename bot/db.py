@@ -136,6 +136,14 @@ class Database(abc.ABC):
     async def close(self) -> None: ...
 
     @abc.abstractmethod
+    async def listen(self, channel: str, callback: Callable[[], None]) -> None:
+        """Call `callback` whenever any process sharing the database `notify`s `channel`."""
+
+    @abc.abstractmethod
+    async def notify(self, channel: str) -> None:
+        """Tell every process listening on `channel`."""
+
+    @abc.abstractmethod
     async def user_version(self) -> int:
         """The schema version: the number of the last migration applied."""
 
@@ -225,6 +233,12 @@ class SqliteDatabase(Database):
     async def close(self) -> None:
         await self._reader.close()
         await self._conn.close()
+
+    async def listen(self, channel: str, callback: Callable[[], None]) -> None:
+        """Nothing to listen to: one process owns the file, and its callers wake it directly."""
+
+    async def notify(self, channel: str) -> None:
+        """No other process shares the file."""
 
     @property
     def connection(self) -> aiosqlite.Connection:

@@ -23,7 +23,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Generator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -232,6 +232,7 @@ class PostgresDatabase(Database):
     def __init__(self, pool: asyncpg.Pool, url: str) -> None:
         self._pool = pool
         self._url = url
+        self._listener: asyncpg.Connection | None = None  # LISTEN's own connection, made on first use
         self._write_lock = asyncio.Lock()
         self.write_observer = None
         # unique among the processes sharing the database, and readable in a query by an operator
@@ -244,7 +245,25 @@ class PostgresDatabase(Database):
         return cls(pool, url)
 
     async def close(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
         await self._pool.close()
+
+    async def listen(self, channel: str, callback: Callable[[], None]) -> None:
+        """LISTEN on a connection of its own (a pooled one would be handed to other work). If it
+        breaks, the wake-ups stop and the loop falls back to its own schedule (at most
+        POLL_MAX_SECONDS late); the next start listens again."""
+        if self._listener is None:
+            with _errors():
+                self._listener = await asyncpg.connect(self._url)
+        with _errors():
+            await self._listener.add_listener(channel, lambda *_: callback())
+
+    async def notify(self, channel: str) -> None:
+        async with self._pool.acquire() as conn:
+            with _errors():
+                await conn.execute("SELECT pg_notify($1, '')", channel)
 
     async def user_version(self) -> int:
         async with self._pool.acquire() as conn:

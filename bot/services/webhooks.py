@@ -48,6 +48,7 @@ SIGNATURE_TOLERANCE = 300.0  # seconds between fal's timestamp and now; a JWT's 
 JWKS_TTL = 24 * 3600.0
 JWKS_RETRY = 60.0  # after a failed fetch, how long before the next try
 HOOK_PATH = "/hooks"
+WAKE_CHANNEL = "castbot_wake"  # the processes sharing a database wake each other's loops on it
 # providers whose submissions carry a callback URL
 CALLBACK_PROVIDERS = frozenset({"fal", "kling", "gemini"})
 
@@ -376,6 +377,8 @@ class WebhookService:
         if not await store.poke(self._db, job_id, at, now):
             return Received(provider, Outcome.LATE, job_id)
         self._wake()
+        # another process may hold the job (PostgreSQL, several processes): wake every loop
+        await self._db.notify(WAKE_CHANNEL)
         return Received(provider, Outcome.WOKEN, job_id)
 
     async def _check_gemini(self, token: str, headers: Mapping[str, str]) -> Outcome | None:

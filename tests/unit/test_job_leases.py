@@ -138,3 +138,19 @@ async def test_with_shards_each_process_takes_its_own_guilds_jobs_and_a_dead_one
     await a.execute("UPDATE jobs SET created_at = ? WHERE id = ?", (NOW, late))
     assert late not in await claim_as(a, low, NOW + LEASE / 2)
     assert late in await claim_as(a, low, NOW + LEASE + 1)
+
+
+async def test_a_callback_taken_by_one_process_wakes_the_others_loops(
+    two: tuple[PostgresDatabase, PostgresDatabase],
+) -> None:
+    from bot.services.webhooks import WAKE_CHANNEL, WebhookService
+
+    a, b = two
+    woken = asyncio.Event()
+    await a.listen(WAKE_CHANNEL, woken.set)
+    job = await job_in(a, JobState.RUNNING)
+    await a.execute("UPDATE jobs SET callback_token = 'tok', provider = 'kling' WHERE id = ?", (job,))
+    # b's HTTP endpoint takes the callback; a holds the job: a's loop must look now, not at POLL_MAX
+    received = await WebhookService(b, lambda: None).receive("kling", "tok", {}, b"{}")
+    assert received.job_id == job
+    await asyncio.wait_for(woken.wait(), 5)
