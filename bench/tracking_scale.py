@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import json
@@ -116,6 +117,8 @@ class Config:
     # job ends, and the bot polls those jobs at POLL_MAX only (a safety pace)
     webhooks: bool = False
     database_url: str | None = None  # the bot on PostgreSQL (DATABASE_URL); None: its SQLite file
+    # bot processes splitting that many Discord shards (SHARD_COUNT/SHARD_IDS) over one PostgreSQL
+    processes: int = 1
 
 
 QUICK = Config(
@@ -379,7 +382,8 @@ async def castbot_phase(config: Config, jobs: list[PlannedJob], root: Path) -> t
         async with DiscordSandbox(token="bench-sandbox-bot-token") as sandbox:
             seats: list[tuple[Channel, Member]] = []
             for g in range(config.guilds):
-                guild = sandbox.add_guild(f"Guild {g}")
+                n = config.processes
+                guild = sandbox.add_guild(f"Guild {g}", shard=(g % n, n) if n > 1 else None)
                 seats.append((guild.add_text_channel("general"), guild.add_member(f"member-{g}")))
             data_dir = root / "data"
             db = await open_db(data_dir, config.database_url)
@@ -420,15 +424,31 @@ async def castbot_phase(config: Config, jobs: list[PlannedJob], root: Path) -> t
             if port is not None:
                 env.update(HTTP_HOST="127.0.0.1", HTTP_PORT=str(port), PUBLIC_URL=f"http://127.0.0.1:{port}")
             sims.clear_counts()
-            async with running_bot(env, root, sandbox) as bot:
+            async with contextlib.AsyncExitStack() as stack:
+                # several processes: each runs one shard of as many, on the one database and DATA_DIR;
+                # the callbacks all reach the first (one PUBLIC_URL), which wakes the others
+                bots = []
+                for i in range(config.processes):
+                    own = dict(env)
+                    home = root
+                    if config.processes > 1:
+                        own.update(SHARD_COUNT=str(config.processes), SHARD_IDS=str(i))
+                        home = root / f"bot-{i}"
+                        home.mkdir()
+                        if i and port is not None:
+                            own["HTTP_PORT"] = str(free_port())
+                    bots.append(await stack.enter_async_context(running_bot(own, home, sandbox)))
+                if config.processes > 1:
+                    await sandbox.wait_shards(config.processes, timeout=60)
                 # The loop starts at on_ready (discord.py waits for the guilds first). The renders
                 # went on meanwhile, as they would: the database's created_at and the simulators'
                 # clocks agree (a job's age is what its progress is measured against), and no job
                 # is within its first half, so none finishes before the bot is tracking.
-                await bot.wait_log("connected as")
+                for each in bots:
+                    await each.wait_log("connected as")
                 go = time.monotonic()
                 called = sims.call_back(jobs, ends, tokens, f"http://127.0.0.1:{port}") if port else {}
-                cpu0 = bot.stats().cpu_seconds
+                cpu0 = sum(each.stats().cpu_seconds for each in bots)
                 driver0 = self_cpu()
                 posted: dict[int, float] = {}
                 scanned = 0
@@ -450,7 +470,7 @@ async def castbot_phase(config: Config, jobs: list[PlannedJob], root: Path) -> t
                     await bounded(waiting, longest + 100, "posts")
                 except TimeoutError as exc:
                     print(f"warning: {exc}; {len(posted)}/{len(jobs)} posted", file=sys.stderr)
-                cpu = bot.stats().cpu_seconds - cpu0
+                cpu = sum(each.stats().cpu_seconds for each in bots) - cpu0
                 driver = self_cpu() - driver0
                 print(
                     f"Castbot phase: bot CPU {cpu:.1f} s, driver (sandbox + simulators) CPU {driver:.1f} s "
@@ -461,7 +481,7 @@ async def castbot_phase(config: Config, jobs: list[PlannedJob], root: Path) -> t
                 requests = sims.status_requests()
                 after = sims.reads_after(called)
                 taken = sims.callbacks_taken()
-            settled = _settled_times(bot.log_path)
+            settled = {job: at for each in bots for job, at in _settled_times(each.log_path).items()}
     finally:
         await sims.close()
     sides = []
@@ -736,7 +756,9 @@ def print_result(r: Result) -> None:
         "lag = → posted in Discord (naive: → downloaded)"
     )
     report(
-        "Tracking at scale" + (" (the bot on PostgreSQL)" if c.database_url else ""),
+        "Tracking at scale"
+        + (" (the bot on PostgreSQL)" if c.database_url and c.processes == 1 else "")
+        + (f" ({c.processes} bot processes splitting the shards, one PostgreSQL)" if c.processes > 1 else ""),
         [
             "provider",
             "tracker",
@@ -771,6 +793,9 @@ def main(argv: list[str] | None = None) -> Result:
         "--webhooks", action="store_true", help="the kling, gemini and fal simulators call the bot back (PUBLIC_URL)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (bot log, database)")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="bot processes splitting as many shards (needs --postgres)"
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     config = QUICK if args.quick else Config()
@@ -797,8 +822,12 @@ def main(argv: list[str] | None = None) -> Result:
         changes["naive"] = False
     if args.webhooks:
         changes["webhooks"] = True
+    if args.processes > 1:
+        changes["processes"] = args.processes
     config = replace(config, **changes)  # type: ignore[arg-type]
     postgres = BenchPostgres.from_args(args)
+    if config.processes > 1 and postgres is None:
+        parser.error("--processes: several processes share one PostgreSQL (--postgres or --database-url)")
 
     async def go() -> Result:
         nonlocal config
