@@ -157,7 +157,7 @@ class GalleryService:
         self._db = db
         self._count_cap = count_cap
         self._chars = characters
-        self._files = characters._files
+        self._files = characters.files
         self._clock = clock
 
     # --- browse -----------------------------------------------------------------------------------
@@ -165,7 +165,7 @@ class GalleryService:
     async def browse(self, actor: Actor, query: str = "", sort: str = "popular", page: int = 0) -> GalleryPage:
         """One card of the gallery, `page` of the matches in `sort` order. Past `count_cap` matches
         the total is "more than count_cap" and the next page exists while a next row does."""
-        self._chars._guild(actor)
+        self._chars.guild_of(actor)
         if sort not in SORTS:
             raise BadChoice("sort", sort)
         query = " ".join(query.split())[:MAX_QUERY]
@@ -186,7 +186,7 @@ class GalleryService:
 
     async def card(self, actor: Actor, character_id: int) -> GalleryCard:
         """A card's details (its Info button), while the character is in the gallery."""
-        self._chars._guild(actor)
+        self._chars.guild_of(actor)
         row = await store.in_gallery(self._db, character_id)
         if row is None:
             raise NotInGallery()
@@ -194,7 +194,7 @@ class GalleryService:
 
     async def name_of(self, actor: Actor, character_id: int) -> str:
         """A card's character's own name, while it is in the gallery (Import asks for the alias)."""
-        self._chars._guild(actor)
+        self._chars.guild_of(actor)
         row = await store.in_gallery(self._db, character_id)
         if row is None:
             raise NotInGallery()
@@ -210,14 +210,14 @@ class GalleryService:
 
     async def import_from_card(self, actor: Actor, character_id: int, alias: str | None) -> CharacterView:
         """A card's Import: the character's share code, imported as /character import would."""
-        self._chars._guild(actor)
+        self._chars.guild_of(actor)
         row = await store.in_gallery(self._db, character_id)
         if row is None or row.character.share_code is None:
             raise NotInGallery()
         return await self._chars.import_character(actor, row.character.share_code, alias)
 
     async def _card(self, actor: Actor, row: store.GalleryRow) -> GalleryCard:
-        view = await self._chars._view(actor, Listed(row.character), preview=True)
+        view = await self._chars.view_of(actor, Listed(row.character), preview=True)
         usage = await store.usage(self._db, row.character.id)
         return GalleryCard(view, split_tags(row.tags), usage.videos, usage.servers)
 
@@ -234,17 +234,17 @@ class GalleryService:
         upload: Upload | None = None,
     ) -> Edited:
         """The owner changes any of name, description, tags and clip, all in one transaction."""
-        guild_id = self._chars._guild(actor)
+        guild_id = self._chars.guild_of(actor)
         if new_name is None and description is None and tags is None and upload is None:
             raise NothingToEdit()
-        entry = await self._chars._lookup(actor, guild_id, name, others_private=False)
+        entry = await self._chars.lookup(actor, guild_id, name, others_private=False)
         if entry.via is not None:
             raise EditImport(entry.via.alias)
         row = entry.character
         if row.owner_id != actor.user_id:
             raise CannotEdit(row.name)
         # every cheap check before a byte is downloaded
-        clean_name = self._chars._valid_name(new_name) if new_name is not None else None
+        clean_name = self._chars.valid_name(new_name) if new_name is not None else None
         renaming = clean_name is not None and clean_name != row.name
         # a new spelling of its own name (case, a look-alike) is not taken by anyone else
         claim = renaming and clean_name is not None and name_skeleton(clean_name) != name_skeleton(row.name)
@@ -256,7 +256,7 @@ class GalleryService:
         if upload is not None:
             self._chars.check_upload(upload)
         if claim and clean_name is not None:
-            await self._chars._require_free(guild_id, clean_name)
+            await self._chars.require_free(guild_id, clean_name)
         changed = tuple(
             field
             for field, value in (
@@ -294,7 +294,7 @@ class GalleryService:
         @asynccontextmanager
         async def transaction() -> AsyncIterator[Connection]:
             if claim and clean_name is not None:
-                async with self._chars._claim(guild_id, clean_name) as conn:
+                async with self._chars.claim_name(guild_id, clean_name) as conn:
                     yield conn
             else:
                 async with self._db.transaction() as conn:
@@ -305,16 +305,16 @@ class GalleryService:
             async with transaction() as conn:
                 await write(conn, None)
         else:
-            await self._chars._require_space()
+            await self._chars.require_space()
             await self._replace_clip(row.id, upload, transaction, write)
             await self._drop_preview(row.id)
-            self._chars._handles.forget(row.id)
+            self._chars.handles.forget(row.id)
             fresh = await character_store.get(self._db, row.id)
             assert fresh is not None
-            registration = await self._chars._register_preferred(fresh, guild_id, upload.url)
+            registration = await self._chars.register_preferred(fresh, guild_id, upload.url)
         fresh = await character_store.get(self._db, row.id)
         assert fresh is not None
-        view = await self._chars._view(actor, Listed(fresh), detailed=True)
+        view = await self._chars.view_of(actor, Listed(fresh), detailed=True)
         return Edited(view, split_tags(await store.tags_of(self._db, row.id)), changed, row.name, registration)
 
     async def _replace_clip(

@@ -134,6 +134,16 @@ class CharacterService:
         if storage is not None:
             storage.use_clip_locks(self._files.clip_locks)  # its janitor never races a create
 
+    # The building blocks the gallery's edit shares with create (bot/services/characters/gallery.py)
+
+    @property
+    def files(self) -> CharacterFiles:
+        return self._files
+
+    @property
+    def handles(self) -> HandleRegistry:
+        return self._handles
+
     # --- create -----------------------------------------------------------------------------------
 
     async def create_from_upload(
@@ -147,12 +157,12 @@ class CharacterService:
     ) -> Created:
         """Check everything cheap first (name, attachment metadata, the name is free), then
         download with a byte cap, probe, store, and register with the preferred provider."""
-        guild_id = self._guild(actor)
-        clean = self._valid_name(name)
+        guild_id = self.guild_of(actor)
+        clean = self.valid_name(name)
         self._check_choice("visibility", visibility, VISIBILITIES)
         self.check_upload(upload)
-        await self._require_free(guild_id, clean)
-        await self._require_space()
+        await self.require_free(guild_id, clean)
+        await self.require_space()
         visibility = await self._until_consent(guild_id, visibility)
         tmp = self._files.temporary("upload")
         try:
@@ -168,8 +178,8 @@ class CharacterService:
         self, actor: Actor, *, job_id: int, name: str, description: str = "", visibility: str = "server"
     ) -> Created:
         """Make a character from one of the actor's own finished videos in this guild."""
-        guild_id = self._guild(actor)
-        clean = self._valid_name(name)
+        guild_id = self.guild_of(actor)
+        clean = self.valid_name(name)
         self._check_choice("visibility", visibility, VISIBILITIES)
         job = await store.finished_job(self._db, guild_id, actor.user_id, job_id)
         if job is None:
@@ -179,8 +189,8 @@ class CharacterService:
         source = self._files.path(job.result_path)
         if not await asyncio.to_thread(source.is_file):
             raise JobNotFound()
-        await self._require_free(guild_id, clean)
-        await self._require_space()
+        await self.require_free(guild_id, clean)
+        await self.require_space()
         visibility = await self._until_consent(guild_id, visibility)
         sha = await asyncio.to_thread(media.sha256_file, source)
         with refused_when_full():
@@ -188,14 +198,14 @@ class CharacterService:
 
     async def check_finished_job(self, actor: Actor, job_id: int) -> None:
         """JobNotFound unless `job_id` is one of the actor's finished videos in this guild."""
-        guild_id = self._guild(actor)
+        guild_id = self.guild_of(actor)
         job = await store.finished_job(self._db, guild_id, actor.user_id, job_id)
         if job is None:
             raise JobNotFound()
         if job.result_purged_at is not None:
             raise VideoNotKept()
 
-    async def _require_space(self) -> None:
+    async def require_space(self) -> None:
         if self._storage is not None:
             await self._storage.require_space()
 
@@ -220,7 +230,7 @@ class CharacterService:
         clip_url: str | None = None,
         job_id: int | None = None,
     ) -> Created:
-        guild_id = self._guild(actor)
+        guild_id = self.guild_of(actor)
         async with self._files.clip_locks.hold(sha):
             clip = await self._files.store_clip(source, sha, owned=owned)
             try:
@@ -238,8 +248,8 @@ class CharacterService:
                 raise
         row = await store.get(self._db, character_id)
         assert row is not None
-        registration = await self._register_preferred(row, guild_id, clip_url)
-        return Created(await self._view(actor, Listed(row), preview=True), registration)
+        registration = await self.register_preferred(row, guild_id, clip_url)
+        return Created(await self.view_of(actor, Listed(row), preview=True), registration)
 
     async def _insert(
         self,
@@ -253,7 +263,7 @@ class CharacterService:
         job_id: int | None,
     ) -> int:
         now = self._clock()
-        async with self._claim(guild_id, name) as conn:
+        async with self.claim_name(guild_id, name) as conn:
             character_id = await store.insert_character(
                 conn,
                 guild_id=guild_id,
@@ -275,7 +285,7 @@ class CharacterService:
         return character_id
 
     @asynccontextmanager
-    async def _claim(self, guild_id: int, name: str) -> AsyncIterator[Connection]:
+    async def claim_name(self, guild_id: int, name: str) -> AsyncIterator[Connection]:
         """A write transaction in which `name` is free in the guild (else NameTaken)."""
         key = name_key(name)
         async with self._db.transaction() as conn:
@@ -284,7 +294,7 @@ class CharacterService:
                 raise NameTaken(name, await self._suggest(conn, guild_id, name), holder)
             yield conn
 
-    async def _require_free(self, guild_id: int, name: str) -> None:
+    async def require_free(self, guild_id: int, name: str) -> None:
         """Early check (before any download); `_claim` checks again where it counts."""
         key = name_key(name)
         own = await store.live_by_key(self._db, guild_id, key)
@@ -307,7 +317,7 @@ class CharacterService:
         names = preferred or tuple(self._providers)
         return [self._providers[n] for n in names if n in self._providers]
 
-    async def _register_preferred(self, row: CharacterRow, guild_id: int, clip_url: str | None) -> Registration | None:
+    async def register_preferred(self, row: CharacterRow, guild_id: int, clip_url: str | None) -> Registration | None:
         """Register with the guild's first provider that needs a handle; the others register
         lazily (ensure_handle) on first use. A refusal is remembered, not fatal."""
         settings = await self._guilds.get(guild_id)
@@ -346,7 +356,7 @@ class CharacterService:
     async def resolve_for_generation(self, actor: Actor, keys: Sequence[str]) -> list[UsableCharacter]:
         """The characters named by `keys` (name_keys of the prompt's @names, in order), or
         UnknownCharacters explaining every name that cannot be used. Reads only."""
-        guild_id = self._guild(actor)
+        guild_id = self.guild_of(actor)
         usable: list[UsableCharacter] = []
         problems: list[UnusableName] = []
         names: list[str] | None = None
@@ -424,12 +434,12 @@ class CharacterService:
     # --- reading ----------------------------------------------------------------------------------
 
     async def info(self, actor: Actor, name: str) -> CharacterView:
-        guild_id = self._guild(actor)
-        entry = await self._lookup(actor, guild_id, name, others_private=False)
-        return await self._view(actor, entry, detailed=True)
+        guild_id = self.guild_of(actor)
+        entry = await self.lookup(actor, guild_id, name, others_private=False)
+        return await self.view_of(actor, entry, detailed=True)
 
     async def list_page(self, actor: Actor, scope: str, page: int = 0) -> Page:
-        guild_id = self._guild(actor)
+        guild_id = self.guild_of(actor)
         self._check_choice("scope", scope, SCOPES)
         if scope == "server":
             total = await store.count_server(self._db, guild_id, actor.user_id)
@@ -446,7 +456,7 @@ class CharacterService:
             rows = await store.list_mine(self._db, guild_id, actor.user_id, PAGE_SIZE, offset)
         else:
             rows = await store.list_community(self._db, PAGE_SIZE, offset)
-        items = tuple([await self._view(actor, r) for r in rows])
+        items = tuple([await self.view_of(actor, r) for r in rows])
         sheet = await asyncio.to_thread(gallery, [i.frontal for i in items]) if items else None
         return Page(scope, page, pages, total, items, sheet)
 
@@ -489,9 +499,9 @@ class CharacterService:
 
     async def share(self, actor: Actor, name: str, visibility: str) -> CharacterView:
         """Owner only. Making it public issues its share code (once; the code never changes)."""
-        guild_id = self._guild(actor)
+        guild_id = self.guild_of(actor)
         self._check_choice("visibility", visibility, VISIBILITIES)
-        entry = await self._lookup(actor, guild_id, name, others_private=False)
+        entry = await self.lookup(actor, guild_id, name, others_private=False)
         if entry.via is not None:
             raise ShareImport(entry.via.alias)
         row = entry.character
@@ -503,12 +513,12 @@ class CharacterService:
             await self._set_visibility(conn, row.id, visibility, new_share_code(), self._clock())
         fresh = await store.get(self._db, row.id)
         assert fresh is not None
-        return await self._view(actor, Listed(fresh), detailed=True)
+        return await self.view_of(actor, Listed(fresh), detailed=True)
 
     async def share_with_consent(self, actor: Actor, character_id: int, visibility: str) -> CharacterView:
         """The owner confirmed that the person shown is them or agreed: record it (user, time,
         visibility) and share. The consent button carries the character's id (bot/actions/sharing.py)."""
-        guild_id = self._guild(actor)
+        guild_id = self.guild_of(actor)
         self._check_choice("visibility", visibility, VISIBILITIES)
         row = await store.get(self._db, character_id)
         if row is None or row.deleted_at is not None or row.guild_id != guild_id:
@@ -524,7 +534,7 @@ class CharacterService:
                 await self._set_visibility(conn, row.id, visibility, new_share_code(), now)
         fresh = await store.get(self._db, row.id)
         assert fresh is not None
-        return await self._view(actor, Listed(fresh), detailed=True)
+        return await self.view_of(actor, Listed(fresh), detailed=True)
 
     async def _until_consent(self, guild_id: int, visibility: str) -> str:
         """A new character stays private until its owner confirms consent (when it is needed)."""
@@ -547,7 +557,7 @@ class CharacterService:
 
     async def import_character(self, actor: Actor, code: str, alias: str | None = None) -> CharacterView:
         """Bring a public character of another guild into this one, under `alias` (default: its name)."""
-        guild_id = self._guild(actor)
+        guild_id = self.guild_of(actor)
         canonical = normalise_share_code(code)
         row = await store.by_share_code(self._db, canonical) if canonical else None
         if row is None or row.deleted_at is not None or row.visibility != "public":
@@ -558,9 +568,9 @@ class CharacterService:
         existing = await store.import_of(self._db, guild_id, row.id)
         if existing is not None:
             raise AlreadyImported(existing.alias)
-        clean = self._valid_name(alias if alias and alias.strip() else row.name)
-        await self._require_free(guild_id, clean)
-        async with self._claim(guild_id, clean) as conn:
+        clean = self.valid_name(alias if alias and alias.strip() else row.name)
+        await self.require_free(guild_id, clean)
+        async with self.claim_name(guild_id, clean) as conn:
             if await store.import_of(conn, guild_id, row.id) is not None:
                 raise AlreadyImported(clean)
             await store.insert_import(
@@ -574,14 +584,14 @@ class CharacterService:
             )
         found = await store.import_by_key(self._db, guild_id, name_key(clean))
         assert found is not None
-        return await self._view(actor, found, detailed=True)
+        return await self.view_of(actor, found, detailed=True)
 
     async def delete(self, actor: Actor, name: str) -> Deleted:
         """A character: its owner or a moderator of its guild (soft delete). An import: whoever
         imported it or a moderator of this guild (removes the import only)."""
-        guild_id = self._guild(actor)
+        guild_id = self.guild_of(actor)
         moderator = await self._guilds.is_moderator(actor)
-        entry = await self._lookup(actor, guild_id, name, others_private=moderator)
+        entry = await self.lookup(actor, guild_id, name, others_private=moderator)
         if entry.via is not None:
             if entry.via.imported_by != actor.user_id and not moderator:
                 raise CannotDeleteImport(entry.via.alias)
@@ -598,7 +608,7 @@ class CharacterService:
 
     # --- helpers ----------------------------------------------------------------------------------
 
-    async def _lookup(self, actor: Actor, guild_id: int, name: str, *, others_private: bool) -> Listed:
+    async def lookup(self, actor: Actor, guild_id: int, name: str, *, others_private: bool) -> Listed:
         """A name in the actor's guild: their usable own character, or an import (any state)."""
         key = name_key(name.strip().lstrip(AT_SIGNS).strip())
         own = await store.live_by_key(self._db, guild_id, key)
@@ -611,7 +621,7 @@ class CharacterService:
         names = await store.usable_names(self._db, guild_id, actor.user_id)
         raise CharacterNotFound(name, close_matches(key, names))
 
-    async def _view(
+    async def view_of(
         self, actor: Actor, entry: Listed, *, detailed: bool = False, preview: bool = False
     ) -> CharacterView:
         """`detailed`: with refusals and imports; `detailed` or `preview`: with the animated
@@ -656,13 +666,13 @@ class CharacterService:
         )
 
     @staticmethod
-    def _guild(actor: Actor) -> int:
+    def guild_of(actor: Actor) -> int:
         if actor.guild_id is None:
             raise GuildOnly()
         return actor.guild_id
 
     @staticmethod
-    def _valid_name(name: str) -> str:
+    def valid_name(name: str) -> str:
         try:
             return validate_character_name(name)
         except InvalidName as exc:
