@@ -148,6 +148,13 @@ def _one_of(states: Collection[JobState]) -> tuple[str, tuple[JobState, ...]]:
     return f"state IN ({','.join('?' for _ in params)})", params
 
 
+def _not_in(exclude: Collection[int]) -> tuple[str, tuple[str, ...]]:
+    """` AND id NOT IN (...)` for a set of job ids of any size (one JSON parameter), or nothing."""
+    if not exclude:
+        return "", ()
+    return " AND id NOT IN (SELECT value FROM json_each(?))", (json.dumps(sorted(exclude)),)
+
+
 async def update_fields(conn: aiosqlite.Connection, job_id: int, now: float, **fields: Any) -> None:
     assignments = ", ".join(f"{name} = ?" for name in fields)
     await conn.execute(f"UPDATE jobs SET {assignments}, updated_at = ? WHERE id = ?", (*fields.values(), now, job_id))
@@ -168,26 +175,38 @@ async def postpone(
         )
 
 
-async def due(db: Database, now: float, states: Collection[JobState], limit: int = 500) -> list[Job]:
+async def due(
+    db: Database, now: float, states: Collection[JobState], limit: int = 500, *, exclude: Collection[int] = ()
+) -> list[Job]:
+    """Jobs in `states` due by `now`, soonest first, but those in `exclude` (being polled already)."""
     in_states, params = _one_of(states)
+    not_in, skipped = _not_in(exclude)
     rows = await db.fetchall(
-        f"SELECT * FROM jobs WHERE {in_states}"
+        f"SELECT * FROM jobs WHERE {in_states}{not_in}"
         " AND (next_poll_at IS NULL OR next_poll_at <= ?) ORDER BY next_poll_at LIMIT ?",
-        (*params, now, limit),
+        (*params, *skipped, now, limit),
     )
     return [job_of(r) for r in rows]
 
 
 async def due_next(
-    db: Database, provider: str, states: Collection[JobState], after: float, until: float, limit: int
+    db: Database,
+    provider: str,
+    states: Collection[JobState],
+    after: float,
+    until: float,
+    limit: int,
+    *,
+    exclude: Collection[int] = (),
 ) -> list[Job]:
-    """`provider`'s jobs in `states` that fall due next (after `after`, up to `until`), soonest first:
-    what fills a batched status request that would otherwise go out partly empty."""
+    """`provider`'s jobs in `states` that fall due next (after `after`, up to `until`), soonest first,
+    but those in `exclude`: what fills a batched status request that would otherwise go out partly empty."""
     in_states, params = _one_of(states)
+    not_in, skipped = _not_in(exclude)
     rows = await db.fetchall(
-        f"SELECT * FROM jobs WHERE {in_states} AND next_poll_at > ?"
+        f"SELECT * FROM jobs WHERE {in_states}{not_in} AND next_poll_at > ?"
         " AND next_poll_at <= ? AND provider = ? AND external_id IS NOT NULL ORDER BY next_poll_at LIMIT ?",
-        (*params, after, until, provider, limit),
+        (*params, *skipped, after, until, provider, limit),
     )
     return [job_of(r) for r in rows]
 
@@ -239,12 +258,15 @@ async def record_progress(conn: aiosqlite.Connection, rows: Sequence[Progress], 
     )
 
 
-async def next_due_at(db: Database, states: Collection[JobState], *, unnotified_only: bool = False) -> float | None:
+async def next_due_at(
+    db: Database, states: Collection[JobState], *, unnotified_only: bool = False, exclude: Collection[int] = ()
+) -> float | None:
     in_states, params = _one_of(states)
-    sql = f"SELECT MIN(COALESCE(next_poll_at, 0)) FROM jobs WHERE {in_states}"
+    not_in, skipped = _not_in(exclude)
+    sql = f"SELECT MIN(COALESCE(next_poll_at, 0)) FROM jobs WHERE {in_states}{not_in}"
     if unnotified_only:
         sql += " AND notified_at IS NULL"
-    row = await db.fetchone(sql, params)
+    row = await db.fetchone(sql, (*params, *skipped))
     return None if row is None or row[0] is None else float(row[0])
 
 
