@@ -125,6 +125,7 @@ def build_services(
         poll_max=settings.poll_max_seconds,
         reconcile_grace=settings.reconcile_grace_seconds,
         metrics=metrics,
+        wake=wakeup.set,  # a settled job is posted at once
     )
     delivery = DeliveryService(db, guilds, tuple(providers))
     delivery.metrics = metrics

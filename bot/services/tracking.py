@@ -11,11 +11,18 @@ is topped up with the jobs due next, so its requests go out full; a list-status 
 is asked about all its jobs in flight whenever one is due, at most once per POLL_MIN, one walk of
 its job list answering a hundred jobs a request; the results of a batch are applied concurrently
 (downloads bounded per provider) and the progress of a whole pass is written in one transaction.
+
+Passes overlap (`start_pass`): the loop starts one whenever it wakes — a provider's callback, a job
+falling due — in a task of its own, so a job woken while a long pass runs (other jobs' downloads,
+a slow provider) is polled at once instead of after it. A job is held by one pass at a time (the
+in-flight set) until its settlement or progress is written; the per-provider limits are shared by
+all passes. A settled job wakes the loop, which starts its post at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -60,6 +67,7 @@ DOWNLOADS_PER_PROVIDER = 8  # concurrent video downloads per provider (each stre
 MAX_MISSING_POLLS = 5  # the provider keeps saying it does not know the job
 RELEASE_AFTER_EXPIRY = 24 * 3600  # an expired job's hold is kept this long in case it still bills
 MAX_VIDEO_BYTES = 512 * 1024 * 1024
+MAX_PASSES = 8  # passes running at once (each holds its own jobs); beyond, the loop waits for one to end
 
 
 @dataclass
@@ -70,6 +78,8 @@ class PollReport:
     errors: int = 0
     # still-running jobs' new progress and next look, written together at the end of the pass
     progress: list[store.Progress] = field(default_factory=list, compare=False, repr=False)
+    # the ids of the jobs this pass holds (no other pass polls them until it ends)
+    taken: set[int] = field(default_factory=set, compare=False, repr=False)
 
 
 class Tracker:
@@ -88,8 +98,14 @@ class Tracker:
         per_provider_concurrency: int = 4,
         reconcile_grace: float = 120.0,
         metrics: Metrics | None = None,
+        wake: Callable[[], None] | None = None,
     ) -> None:
         self._db = db
+        # wakes the loop: a job settled (post it now) or a pass ended (its jobs are free again)
+        self._wake = wake
+        self._in_flight: set[int] = set()  # jobs held by a running pass
+        self._passes: set[asyncio.Task[None]] = set()
+        self._deferred = False  # a pass was not started because MAX_PASSES were running
         self._metrics = metrics
         # When the last pass finished (Unix time), for /healthz: the loop is alive
         self.last_pass_at: float | None = None
@@ -144,19 +160,69 @@ class Tracker:
             return 1
         return max(1, min(BATCH, self._tracked.get(provider.name, 1)))
 
+    @property
+    def in_flight(self) -> frozenset[int]:
+        """The jobs some pass is polling now (due, but not waiting for the loop)."""
+        return frozenset(self._in_flight)
+
+    async def start_pass(self) -> None:
+        """Start a pass over the due jobs no running pass holds, in a task of its own, and return."""
+        if len(self._passes) >= MAX_PASSES:
+            self._deferred = True  # the next pass to end wakes the loop
+            return
+        task = asyncio.create_task(self._background_pass(), name="tracking-pass")
+        self._passes.add(task)
+        task.add_done_callback(self._passes.discard)
+
+    async def _background_pass(self) -> None:
+        try:
+            await self.poll_once()
+        except Exception:  # poll_once contains its jobs' failures; this is a database hiccup
+            log.exception("tracking pass failed; its jobs are polled again by a later one")
+        finally:
+            if self._deferred:
+                self._deferred = False
+                self._notify()
+
+    async def close(self) -> None:
+        """Cancel the running passes (shutdown): their jobs stay due and are polled after a restart."""
+        passes = list(self._passes)
+        for task in passes:
+            task.cancel()
+        for task in passes:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def _notify(self) -> None:
+        if self._wake is not None:
+            self._wake()
+
+    def _take(self, jobs: list[Job], report: PollReport) -> list[Job]:
+        """The jobs no other pass holds, now held by this one (no await between check and hold)."""
+        free = [j for j in jobs if j.id not in self._in_flight]
+        ids = {j.id for j in free}
+        self._in_flight |= ids
+        report.taken |= ids
+        return free
+
     async def poll_once(self) -> PollReport:
-        report = await self._poll_once()
+        report = PollReport()
+        try:
+            await self._poll_once(report)
+        finally:
+            self._in_flight -= report.taken
+        if report.taken:
+            self._notify()  # a callback for one of them meanwhile brought its next look forward
         self.last_pass_at = time.time()
         if self._metrics is not None:
             self._metrics.tracked(self.last_pass_at)
         return report
 
-    async def _poll_once(self) -> PollReport:
-        report = PollReport()
+    async def _poll_once(self, report: PollReport) -> None:
         now = self._clock()
-        due = await store.due(self._db, now, POLLED)
+        due = self._take(await store.due(self._db, now, POLLED, exclude=self._in_flight), report)
         if not due:
-            return report
+            return
         if now - self._tracked_at >= self._poll_min:
             self._tracked = await store.count_by_provider(self._db, TRACKED)
             self._tracked_at = now
@@ -165,7 +231,6 @@ class Tracker:
             groups[job.provider or ""].append(job)
         await asyncio.gather(*(self._poll_provider(name, jobs, report) for name, jobs in groups.items()))
         await self._record_progress(report)
-        return report
 
     async def _record_progress(self, report: PollReport) -> None:
         if not report.progress:
@@ -192,9 +257,10 @@ class Tracker:
         now = self._clock()
         if caps.batch_status and tracked and len(tracked) % size:
             # a request costs the same full or not: fill it with the jobs due next
-            tracked += await store.due_next(
-                self._db, name, TRACKED, now, now + self._poll_max, size - len(tracked) % size
+            more = await store.due_next(
+                self._db, name, TRACKED, now, now + self._poll_max, size - len(tracked) % size, exclude=self._in_flight
             )
+            tracked += self._take(more, report)
         elif caps.status_by_list and tracked:
             # One walk of the provider's job list answers every job in flight for about a request
             # per hundred: when any is due, ask about all of them, at most once per POLL_MIN (jobs
@@ -207,8 +273,10 @@ class Tracker:
                 self._walked[name] = now
                 asked = {j.id for j in tracked}
                 # expired jobs keep their slow pace: only those being made are taken along
-                everyone = await store.due_next(self._db, name, RENDERING, -math.inf, math.inf, LIST_TAKE_ALONG)
-                tracked += [j for j in everyone if j.id not in asked]
+                everyone = await store.due_next(
+                    self._db, name, RENDERING, -math.inf, math.inf, LIST_TAKE_ALONG, exclude=self._in_flight
+                )
+                tracked += self._take([j for j in everyone if j.id not in asked], report)
                 # one status call for the lot: the walk goes as deep as the oldest of them needs
                 size = max(1, len(tracked))
                 self._walk_size[name] = len(tracked)
@@ -383,6 +451,8 @@ class Tracker:
             )
             if moved:
                 await self._budget.settle(conn, job.id, captured, now, reason=state)
+        if moved:
+            self._notify()  # post it now, not after this pass
         return moved
 
     async def _finish_failure(self, job: Job, error: ProviderError) -> None:
@@ -401,6 +471,8 @@ class Tracker:
             )
             if moved:
                 await self._budget.release(conn, job.id, now, reason=f"{state}: {error.message}"[:200])
+        if moved:
+            self._notify()
         log.info("job %d %s: %s", job.id, state, error)
 
     async def _missing(self, job: Job, why: str) -> None:
