@@ -159,6 +159,7 @@ def build_services(
             public_url=settings.public_url,
             gemini_issuer=settings.gemini_webhook_issuer,
             min_gap=settings.poll_min_seconds,
+            woken=tracker.urgent,
         ),
         trust=TrustService(
             db,

@@ -24,6 +24,7 @@ from bot.app import Castbot
 log = logging.getLogger(__name__)
 
 IDLE_SECONDS = 5.0
+COALESCE_SECONDS = 0.02
 
 
 class DeliveryCog(commands.Cog):
@@ -63,18 +64,21 @@ class DeliveryCog(commands.Cog):
             sleep_for = await self._sleep_for()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), sleep_for)
+                await asyncio.sleep(COALESCE_SECONDS)  # one pass for a burst of wake-ups
 
     async def _sleep_for(self) -> float:
         settings = self.bot.settings
         try:
-            # the jobs a pass is polling are due until it ends, and it wakes the loop then
+            # the jobs a pass is polling are due until it ends
             due = await self.bot.services.generation.next_due_at(self.bot.services.tracker.in_flight)
         except Exception:
             log.exception("could not read the next due job")
             return settings.poll_min_seconds
+        # the jobs being polled get their next look when their pass ends: look again by then
+        longest = settings.poll_min_seconds if self.bot.services.tracker.in_flight else settings.poll_max_seconds
         if due is None:
-            return IDLE_SECONDS
-        return float(min(max(due - time.time(), 0.01), settings.poll_max_seconds))
+            return min(IDLE_SECONDS, longest)
+        return float(min(max(due - time.time(), 0.01), longest))
 
     async def tick(self) -> None:
         """One pass; each step is contained so one failure never starves the others. Each step only

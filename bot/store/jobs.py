@@ -176,15 +176,25 @@ async def postpone(
 
 
 async def due(
-    db: Database, now: float, states: Collection[JobState], limit: int = 500, *, exclude: Collection[int] = ()
+    db: Database,
+    now: float,
+    states: Collection[JobState],
+    limit: int = 500,
+    *,
+    exclude: Collection[int] = (),
+    only: Collection[int] | None = None,
 ) -> list[Job]:
-    """Jobs in `states` due by `now`, soonest first, but those in `exclude` (being polled already)."""
+    """Jobs in `states` due by `now`, soonest first, but those in `exclude` (being polled already);
+    with `only`, among those jobs alone."""
     in_states, params = _one_of(states)
     not_in, skipped = _not_in(exclude)
+    among, chosen = (
+        ("", ()) if only is None else (" AND id IN (SELECT value FROM json_each(?))", (json.dumps(sorted(only)),))
+    )
     rows = await db.fetchall(
-        f"SELECT * FROM jobs WHERE {in_states}{not_in}"
+        f"SELECT * FROM jobs WHERE {in_states}{not_in}{among}"
         " AND (next_poll_at IS NULL OR next_poll_at <= ?) ORDER BY next_poll_at LIMIT ?",
-        (*params, *skipped, now, limit),
+        (*params, *skipped, *chosen, now, limit),
     )
     return [job_of(r) for r in rows]
 
