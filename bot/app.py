@@ -130,6 +130,7 @@ def build_services(
         poll_max=settings.poll_max_seconds,
         reconcile_grace=settings.reconcile_grace_seconds,
         metrics=metrics,
+        wake=wakeup.set,  # a settled job is posted at once
     )
     delivery = DeliveryService(db, guilds, tuple(providers))
     delivery.metrics = metrics
@@ -163,6 +164,7 @@ def build_services(
             public_url=settings.public_url,
             gemini_issuer=settings.gemini_webhook_issuer,
             min_gap=settings.poll_min_seconds,
+            woken=tracker.urgent,
         ),
         trust=TrustService(
             db,

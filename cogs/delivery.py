@@ -1,10 +1,13 @@
 """The background loop: dispatch held jobs, track them, edit status messages, post results.
 
-One long-lived task. It wakes when a job is admitted or when the earliest job is due, never
-sleeps per job, and survives any exception: a failing job, provider, database hiccup or Discord
-error is logged and retried on a later pass. The pass itself never waits on Discord: dispatches
-(`services.dispatcher`), posts and status-message edits (`actions.delivery`) run in tasks of
-their own.
+One long-lived task. It wakes when a job is admitted, a provider calls back, a job settles or a
+tracking pass ends, or when the earliest job not being polled is due; it never sleeps per job, and
+survives any exception: a failing job, provider, database hiccup or Discord error is logged and
+retried on a later pass. A pass only starts work and never waits for it: dispatches
+(`services.dispatcher`), status polls, downloads and settlement (`services.tracker`, in passes
+that overlap, each job held by one), posts and status-message edits (`actions.delivery`) run in
+tasks of their own. So a callback's job is polled at once, and its post starts as soon as it
+settles, whatever else is in flight.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from bot.app import Castbot
 log = logging.getLogger(__name__)
 
 IDLE_SECONDS = 5.0
+COALESCE_SECONDS = 0.02
 
 
 class DeliveryCog(commands.Cog):
@@ -43,6 +47,7 @@ class DeliveryCog(commands.Cog):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        await self.bot.services.tracker.close()
         await self.bot.services.dispatcher.close()
         await self.bot.services.storage.close()
         await self.bot.actions.delivery.close()
@@ -61,25 +66,31 @@ class DeliveryCog(commands.Cog):
             sleep_for = await self._sleep_for()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), sleep_for)
+                await asyncio.sleep(COALESCE_SECONDS)  # one pass for a burst of wake-ups
 
     async def _sleep_for(self) -> float:
         settings = self.bot.settings
         try:
-            due = await self.bot.services.generation.next_due_at()
+            # the jobs a pass is polling are due until it ends
+            due = await self.bot.services.generation.next_due_at(self.bot.services.tracker.in_flight)
         except Exception:
             log.exception("could not read the next due job")
             return settings.poll_min_seconds
+        # the jobs being polled get their next look when their pass ends: look again by then
+        longest = settings.poll_min_seconds if self.bot.services.tracker.in_flight else settings.poll_max_seconds
         if due is None:
-            return IDLE_SECONDS
-        return float(min(max(due - time.time(), 0.01), settings.poll_max_seconds))
+            return min(IDLE_SECONDS, longest)
+        return float(min(max(due - time.time(), 0.01), longest))
 
     async def tick(self) -> None:
-        """One pass; each step is contained so one failure never starves the others."""
+        """One pass; each step is contained so one failure never starves the others. Each step only
+        starts work in tasks (none waits on a provider or Discord): the pass takes milliseconds.
+        A step that must come before the tracking work of every pass goes first."""
         services, actions = self.bot.services, self.bot.actions.delivery
         steps = (
             services.generation.renew_leases,  # first: the steps below act only on this process's jobs
             services.dispatcher.fill,
-            services.tracker.poll_once,
+            services.tracker.start_pass,  # polls the due jobs no running pass holds
             actions.note_statuses,
             actions.deliver_finished,
             services.storage.maybe_sweep,  # the storage janitor, every few minutes, in a task of its own

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -456,9 +456,10 @@ class GenerationService:
         if released:
             log.info("released the leases of %d jobs", released)
 
-    async def next_due_at(self) -> float | None:
-        """When the loop next has something to do (dispatch, poll or post)."""
-        return await store.next_due_at(self._db, OPEN | FINISHED, unnotified_only=True)
+    async def next_due_at(self, exclude: Collection[int] = ()) -> float | None:
+        """When the loop next has something to do (dispatch, poll or post); jobs in `exclude` (being
+        polled now) do not count."""
+        return await store.next_due_at(self._db, OPEN | FINISHED, unnotified_only=True, exclude=exclude)
 
     async def job_row(self, job_id: int) -> Job:
         job = await store.get(self._db, job_id)

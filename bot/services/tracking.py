@@ -11,18 +11,29 @@ is topped up with the jobs due next, so its requests go out full; a list-status 
 is asked about all its jobs in flight whenever one is due, at most once per POLL_MIN, one walk of
 its job list answering a hundred jobs a request; the results of a batch are applied concurrently
 (downloads bounded per provider) and the progress of a whole pass is written in one transaction.
+
+Passes overlap (`start_pass`): the loop starts one whenever it wakes — a provider's callback, a job
+falling due — in a task of its own, so a job woken while a long pass runs (other jobs' downloads,
+a slow provider) is polled at once instead of after it. A job is held by one pass at a time (the
+in-flight set) until its settlement or progress is written; the per-provider limits are shared by
+all passes. A finished job's download and settlement run in a task of their own, so a pass ends
+once its status reads are done; the settlement wakes the loop, which starts the post at once. A
+job its provider called back about (`urgent`) gets a pass of its own at once, past MAX_PASSES, and
+its status read goes ahead of safety polls in the provider's limit (`Slots`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
-from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bot.db import Database, Row
 from bot.domain.job_state import POLLED, RENDERING, TRACKED, JobState
@@ -58,6 +69,50 @@ DOWNLOADS_PER_PROVIDER = 8  # concurrent video downloads per provider (each stre
 MAX_MISSING_POLLS = 5  # the provider keeps saying it does not know the job
 RELEASE_AFTER_EXPIRY = 24 * 3600  # an expired job's hold is kept this long in case it still bills
 MAX_VIDEO_BYTES = 512 * 1024 * 1024
+SAFETY_SPREAD = 0.2  # a called-back job's safety look comes 0.8-1.0 POLL_MAX after the last
+GOLDEN = 0.6180339887  # job id -> an evenly spread fraction
+MAX_PASSES = 8  # passes reading at once (each holds its own jobs); beyond, the loop waits for one to end
+
+
+class Slots:
+    """A semaphore whose urgent waiters go first: the status read of a job its provider just called
+    back about does not queue behind the safety polls of a busy pass."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._urgent: deque[asyncio.Future[None]] = deque()
+        self._normal: deque[asyncio.Future[None]] = deque()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, *, urgent: bool = False) -> AsyncIterator[None]:
+        if self._free > 0 and not self._urgent and not self._normal:
+            self._free -= 1
+        else:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            queue = self._urgent if urgent else self._normal
+            queue.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._release()  # handed the slot as we were cancelled: pass it on
+                else:
+                    with contextlib.suppress(ValueError):  # not handed a slot: leave the queue
+                        queue.remove(waiter)
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        for queue in (self._urgent, self._normal):
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)  # the slot goes straight to the next waiter
+                    return
+        self._free += 1
 
 
 @dataclass
@@ -68,6 +123,10 @@ class PollReport:
     errors: int = 0
     # still-running jobs' new progress and next look, written together at the end of the pass
     progress: list[store.Progress] = field(default_factory=list, compare=False, repr=False)
+    # the ids of the jobs this pass holds (no other pass polls them until it ends)
+    taken: set[int] = field(default_factory=set, compare=False, repr=False)
+    # finished jobs' downloads and settlements, each in a task holding its job until it is settled
+    finishing: list[asyncio.Task[None]] = field(default_factory=list, compare=False, repr=False)
 
 
 class Tracker:
@@ -86,8 +145,15 @@ class Tracker:
         per_provider_concurrency: int = 4,
         reconcile_grace: float = 120.0,
         metrics: Metrics | None = None,
+        wake: Callable[[], None] | None = None,
     ) -> None:
         self._db = db
+        # wakes the loop: a job settled (post it now) or a pass ended (its jobs are free again)
+        self._wake = wake
+        self._in_flight: set[int] = set()  # jobs held by a running pass
+        self._passes: set[asyncio.Task[None]] = set()
+        self._finishing: set[asyncio.Task[None]] = set()
+        self._deferred = False  # a pass was not started because MAX_PASSES were running
         self._metrics = metrics
         # When the last pass finished (Unix time), for /healthz: the loop is alive
         self.last_pass_at: float | None = None
@@ -100,9 +166,8 @@ class Tracker:
         self._poll_min = poll_min
         self._poll_max = max(poll_max, poll_min)
         self._reconcile_grace = reconcile_grace
-        self._limits: defaultdict[str, asyncio.Semaphore] = defaultdict(
-            lambda: asyncio.Semaphore(per_provider_concurrency)
-        )
+        self._limits: defaultdict[str, Slots] = defaultdict(lambda: Slots(per_provider_concurrency))
+        self._urgent: set[int] = set()  # jobs their provider called back about, not read since
         self._downloads: defaultdict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(DOWNLOADS_PER_PROVIDER)
         )
@@ -120,9 +185,11 @@ class Tracker:
         status request (a batch, a list walk), a look costs a fraction of a request: the hint,
         which paces requests about one job, no longer holds it back, and the back-off is
         proportionally shorter. A job the provider will call back about is looked at every
-        POLL_MAX, a safety pace: the callback brings its next look forward (bot/services/webhooks.py)."""
+        POLL_MAX, a safety pace: the callback brings its next look forward (bot/services/webhooks.py);
+        spread over its last fifth by job id, so jobs all read at once (a restart) do not come due
+        together again every POLL_MAX, a wave that would delay the callbacks arriving meanwhile."""
         if job.callback_token is not None:
-            return self._poll_max
+            return self._poll_max * (1 - SAFETY_SPREAD * ((job.id * GOLDEN) % 1))
         floor = max(self._poll_min, hint or 0.0) if sharing <= 1 else self._poll_min
         age = max(0.0, self._clock() - job.created_at)
         if progress is not None and 0 < progress < 100:
@@ -142,19 +209,95 @@ class Tracker:
             return 1
         return max(1, min(BATCH, self._tracked.get(provider.name, 1)))
 
+    @property
+    def in_flight(self) -> frozenset[int]:
+        """The jobs some pass is polling now (due, but not waiting for the loop)."""
+        return frozenset(self._in_flight)
+
+    async def start_pass(self) -> None:
+        """Start a pass over the due jobs no running pass holds, in a task of its own, and return.
+        Jobs their provider called back about get a pass of their own at once, whatever else runs:
+        a wave of due jobs (all polled POLL_MAX after a restart) never makes them wait."""
+        called_back = self._urgent - self._in_flight
+        if called_back:
+            self._spawn(self._background_pass(called_back), self._finishing)
+        if len(self._passes) >= MAX_PASSES:
+            self._deferred = True  # the next pass to end wakes the loop
+            return
+        self._spawn(self._background_pass(), self._passes)
+
+    @staticmethod
+    def _spawn(work: Coroutine[Any, Any, None], tasks: set[asyncio.Task[None]]) -> None:
+        task = asyncio.create_task(work, name="tracking-pass")
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def _background_pass(self, only: set[int] | None = None) -> None:
+        try:
+            await self._pass(only)
+        except Exception:  # poll_once contains its jobs' failures; this is a database hiccup
+            log.exception("tracking pass failed; its jobs are polled again by a later one")
+        finally:
+            if self._deferred:
+                self._deferred = False
+                self._notify()
+
+    async def close(self) -> None:
+        """Cancel the running passes (shutdown): their jobs stay due and are polled after a restart."""
+        passes = [*self._passes, *self._finishing]
+        for task in passes:
+            task.cancel()
+        for task in passes:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def urgent(self, job_id: int) -> None:
+        """The provider called back about this job: its status read goes before safety polls."""
+        if len(self._urgent) >= 10_000:
+            self._urgent.clear()  # jobs called back about and never read again (ended otherwise)
+        self._urgent.add(job_id)
+
+    def _notify(self) -> None:
+        if self._wake is not None:
+            self._wake()
+
+    def _take(self, jobs: list[Job], report: PollReport) -> list[Job]:
+        """The jobs no other pass holds, now held by this one (no await between check and hold)."""
+        free = [j for j in jobs if j.id not in self._in_flight]
+        ids = {j.id for j in free}
+        self._in_flight |= ids
+        report.taken |= ids
+        return free
+
     async def poll_once(self) -> PollReport:
-        report = await self._poll_once()
+        """One pass, returning once its finished jobs are downloaded and settled too."""
+        report = await self._pass()
+        await asyncio.gather(*report.finishing, return_exceptions=True)
+        return report
+
+    async def _pass(self, only: set[int] | None = None) -> PollReport:
+        """Read the due jobs no other pass holds (of `only`, if given) and write their progress;
+        finished jobs are still being downloaded (`report.finishing`) when it returns."""
+        report = PollReport()
+        try:
+            await self._poll_once(report, only)
+        finally:
+            self._in_flight -= report.taken
+        if report.taken & self._urgent:
+            self._notify()  # a callback came for a job it held: poll that one now
         self.last_pass_at = time.time()
         if self._metrics is not None:
             self._metrics.tracked(self.last_pass_at)
         return report
 
-    async def _poll_once(self) -> PollReport:
-        report = PollReport()
+    async def _poll_once(self, report: PollReport, only: set[int] | None = None) -> None:
         now = self._clock()
-        due = await store.due(self._db, now, POLLED)
+        due = self._take(await store.due(self._db, now, POLLED, exclude=self._in_flight, only=only), report)
+        if only is not None:
+            # not due any more (settled, or read since) and held by no pass: nothing left to hurry
+            self._urgent -= only - report.taken - self._in_flight
         if not due:
-            return report
+            return
         if now - self._tracked_at >= self._poll_min:
             self._tracked = await store.count_by_provider(self._db, TRACKED)
             self._tracked_at = now
@@ -163,7 +306,6 @@ class Tracker:
             groups[job.provider or ""].append(job)
         await asyncio.gather(*(self._poll_provider(name, jobs, report) for name, jobs in groups.items()))
         await self._record_progress(report)
-        return report
 
     async def _record_progress(self, report: PollReport) -> None:
         if not report.progress:
@@ -190,9 +332,10 @@ class Tracker:
         now = self._clock()
         if caps.batch_status and tracked and len(tracked) % size:
             # a request costs the same full or not: fill it with the jobs due next
-            tracked += await store.due_next(
-                self._db, name, TRACKED, now, now + self._poll_max, size - len(tracked) % size
+            more = await store.due_next(
+                self._db, name, TRACKED, now, now + self._poll_max, size - len(tracked) % size, exclude=self._in_flight
             )
+            tracked += self._take(more, report)
         elif caps.status_by_list and tracked:
             # One walk of the provider's job list answers every job in flight for about a request
             # per hundred: when any is due, ask about all of them, at most once per POLL_MIN (jobs
@@ -205,8 +348,10 @@ class Tracker:
                 self._walked[name] = now
                 asked = {j.id for j in tracked}
                 # expired jobs keep their slow pace: only those being made are taken along
-                everyone = await store.due_next(self._db, name, RENDERING, -math.inf, math.inf, LIST_TAKE_ALONG)
-                tracked += [j for j in everyone if j.id not in asked]
+                everyone = await store.due_next(
+                    self._db, name, RENDERING, -math.inf, math.inf, LIST_TAKE_ALONG, exclude=self._in_flight
+                )
+                tracked += self._take([j for j in everyone if j.id not in asked], report)
                 # one status call for the lot: the walk goes as deep as the oldest of them needs
                 size = max(1, len(tracked))
                 self._walk_size[name] = len(tracked)
@@ -223,7 +368,9 @@ class Tracker:
 
     async def _poll_chunk(self, provider: VideoProvider, jobs: list[Job], report: PollReport) -> None:
         failure: Exception | None = None
-        async with self._limits[provider.name]:
+        urgent = any(j.id in self._urgent for j in jobs)
+        async with self._limits[provider.name].hold(urgent=urgent):
+            self._urgent.difference_update(j.id for j in jobs)
             try:
                 snapshots = await provider.status([j.external_id for j in jobs if j.external_id])
                 self._count_status(provider.name, "ok")
@@ -300,8 +447,13 @@ class Tracker:
             ok = snapshot.status == JobStatus.SUCCEEDED or _users_fault(snapshot)
             await self._health.record(provider.name, ok=ok, error=None if ok else snapshot.error, phase="outcome")
         if snapshot.status == JobStatus.SUCCEEDED:
-            if await self._finish_success(provider, job, snapshot):
-                report.succeeded.append(job.id)
+            # The download and settlement go on in a task holding only this job: the pass, and the
+            # other jobs it holds (a callback for one of them waits for it), never wait for a video.
+            report.taken.discard(job.id)
+            task = asyncio.create_task(self._finish_held(provider, job, snapshot, report), name=f"finish-{job.id}")
+            self._finishing.add(task)
+            task.add_done_callback(self._finishing.discard)
+            report.finishing.append(task)
             return
         if snapshot.status == JobStatus.FAILED:
             error = snapshot.error or Rejected(provider.name, "the provider reported a failure")
@@ -327,6 +479,16 @@ class Tracker:
                 seen_next_poll_at=job.next_poll_at,
             )
         )
+
+    async def _finish_held(self, provider: VideoProvider, job: Job, snapshot: JobSnapshot, report: PollReport) -> None:
+        try:
+            await self._guarded(job, report, self._succeed(provider, job, snapshot, report))
+        finally:
+            self._in_flight.discard(job.id)
+
+    async def _succeed(self, provider: VideoProvider, job: Job, snapshot: JobSnapshot, report: PollReport) -> None:
+        if await self._finish_success(provider, job, snapshot):
+            report.succeeded.append(job.id)
 
     async def _finish_success(self, provider: VideoProvider, job: Job, snapshot: JobSnapshot) -> bool:
         self._videos.mkdir(parents=True, exist_ok=True)
@@ -381,6 +543,8 @@ class Tracker:
             )
             if moved:
                 await self._budget.settle(conn, job.id, captured, now, reason=state)
+        if moved:
+            self._notify()  # post it now, not after this pass
         return moved
 
     async def _finish_failure(self, job: Job, error: ProviderError) -> None:
@@ -399,6 +563,8 @@ class Tracker:
             )
             if moved:
                 await self._budget.release(conn, job.id, now, reason=f"{state}: {error.message}"[:200])
+        if moved:
+            self._notify()
         log.info("job %d %s: %s", job.id, state, error)
 
     async def _missing(self, job: Job, why: str) -> None:

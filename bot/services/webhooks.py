@@ -312,9 +312,11 @@ class WebhookService:
         min_gap: float = 2.0,
         limiter: TokenBucket | None = None,
         clock: Callable[[], float] = time.time,
+        woken: Callable[[int], None] | None = None,
     ) -> None:
         self._db = db
         self._wake = wake
+        self._woken = woken  # told which job was poked (the tracker reads it before safety polls)
         self._fal_keys = fal_keys
         self._gemini_keys = gemini_keys
         self._public_url = public_url  # Gemini's JWT is signed for the exact URL we gave it
@@ -376,6 +378,8 @@ class WebhookService:
             self._poked.popitem(last=False)
         if not await store.poke(self._db, job_id, at, now):
             return Received(provider, Outcome.LATE, job_id)
+        if self._woken is not None:
+            self._woken(job_id)
         self._wake()
         # another process may hold the job (PostgreSQL, several processes): wake every loop
         await self._db.notify(WAKE_CHANNEL)

@@ -151,6 +151,21 @@ def _one_of(states: Collection[JobState]) -> tuple[str, tuple[JobState, ...]]:
     return f"state IN ({','.join('?' for _ in params)})", params
 
 
+def _ids(db: Database, ids: Collection[int], *, among: bool) -> tuple[str, tuple[str, ...]]:
+    """` AND id IN (...)` (or `NOT IN`, `among=False`) for a set of job ids of any size, as one JSON
+    parameter."""
+    if dialect(db) == "postgresql":
+        listed = "SELECT CAST(value AS BIGINT) FROM jsonb_array_elements_text(CAST(? AS JSONB))"
+    else:
+        listed = "SELECT value FROM json_each(?)"
+    return f" AND id {'' if among else 'NOT '}IN ({listed})", (json.dumps(sorted(ids)),)
+
+
+def _not_in(db: Database, exclude: Collection[int]) -> tuple[str, tuple[str, ...]]:
+    """` AND id NOT IN (...)`: the jobs being polled already are skipped; nothing when none are."""
+    return _ids(db, exclude, among=False) if exclude else ("", ())
+
+
 async def update_fields(conn: Connection, job_id: int, now: float, **fields: Any) -> None:
     assignments = ", ".join(f"{name} = ?" for name in fields)
     await conn.execute(f"UPDATE jobs SET {assignments}, updated_at = ? WHERE id = ?", (*fields.values(), now, job_id))
@@ -170,28 +185,48 @@ async def postpone(conn: Connection, job_ids: Sequence[int], states: Collection[
         )
 
 
-async def due(db: Database, now: float, states: Collection[JobState], limit: int = 500) -> list[Job]:
+async def due(
+    db: Database,
+    now: float,
+    states: Collection[JobState],
+    limit: int = 500,
+    *,
+    exclude: Collection[int] = (),
+    only: Collection[int] | None = None,
+) -> list[Job]:
+    """Jobs in `states` due by `now`, soonest first, but those in `exclude` (being polled already);
+    with `only`, among those jobs alone."""
     in_states, params = _one_of(states)
     owned, me = _owned(db)
+    not_in, skipped = _not_in(db, exclude)
+    among, chosen = ("", ()) if only is None else _ids(db, only, among=True)
     rows = await db.fetchall(
-        f"SELECT * FROM jobs WHERE {in_states}{owned}"
+        f"SELECT * FROM jobs WHERE {in_states}{owned}{not_in}{among}"
         " AND (next_poll_at IS NULL OR next_poll_at <= ?) ORDER BY next_poll_at LIMIT ?",
-        (*params, *me, now, limit),
+        (*params, *me, *skipped, *chosen, now, limit),
     )
     return [job_of(r) for r in rows]
 
 
 async def due_next(
-    db: Database, provider: str, states: Collection[JobState], after: float, until: float, limit: int
+    db: Database,
+    provider: str,
+    states: Collection[JobState],
+    after: float,
+    until: float,
+    limit: int,
+    *,
+    exclude: Collection[int] = (),
 ) -> list[Job]:
-    """`provider`'s jobs in `states` that fall due next (after `after`, up to `until`), soonest first:
-    what fills a batched status request that would otherwise go out partly empty."""
+    """`provider`'s jobs in `states` that fall due next (after `after`, up to `until`), soonest first,
+    but those in `exclude`: what fills a batched status request that would otherwise go out partly empty."""
     in_states, params = _one_of(states)
     owned, me = _owned(db)
+    not_in, skipped = _not_in(db, exclude)
     rows = await db.fetchall(
-        f"SELECT * FROM jobs WHERE {in_states}{owned} AND next_poll_at > ?"
+        f"SELECT * FROM jobs WHERE {in_states}{owned}{not_in} AND next_poll_at > ?"
         " AND next_poll_at <= ? AND provider = ? AND external_id IS NOT NULL ORDER BY next_poll_at LIMIT ?",
-        (*params, *me, after, until, provider, limit),
+        (*params, *me, *skipped, after, until, provider, limit),
     )
     return [job_of(r) for r in rows]
 
@@ -246,13 +281,16 @@ async def record_progress(conn: Connection, rows: Sequence[Progress], now: float
     )
 
 
-async def next_due_at(db: Database, states: Collection[JobState], *, unnotified_only: bool = False) -> float | None:
+async def next_due_at(
+    db: Database, states: Collection[JobState], *, unnotified_only: bool = False, exclude: Collection[int] = ()
+) -> float | None:
     in_states, params = _one_of(states)
     owned, me = _owned(db)
-    sql = f"SELECT MIN(COALESCE(next_poll_at, 0)) FROM jobs WHERE {in_states}{owned}"
+    not_in, skipped = _not_in(db, exclude)
+    sql = f"SELECT MIN(COALESCE(next_poll_at, 0)) FROM jobs WHERE {in_states}{owned}{not_in}"
     if unnotified_only:
         sql += " AND notified_at IS NULL"
-    row = await db.fetchone(sql, (*params, *me))
+    row = await db.fetchone(sql, (*params, *me, *skipped))
     return None if row is None or row[0] is None else float(row[0])
 
 

@@ -33,6 +33,7 @@ from tests.e2e.test_generate_providers import (
     cast,
     generate,
     ledger,
+    result_posts,
     run,
     set_budget,
     start_bot,
@@ -122,6 +123,35 @@ async def test_a_result_is_posted_within_a_second_of_the_callback(
     row = await wait_job(bot, 1, lambda r: r["state"] == "delivered")
     assert row["callback_token"] and row["callback_token"] in last.url
     assert "capture" in await ledger(bot)
+
+
+async def test_a_callback_is_posted_while_another_jobs_status_read_hangs(
+    sandbox: DiscordSandbox, world: World, harness: BotHarness, monkeypatch, fal: Sim, clip_bytes: bytes
+) -> None:
+    """Job 1's result read stalls at fal (longer than the test); job 2, submitted meanwhile, is
+    polled on its callback, downloaded and posted all the same. With one tracking pass at a time,
+    job 2 waited for the stalled read: it was not even sent to fal before it ended."""
+    server: FalSim = fal.server
+    server.hang_seconds = 120.0  # only the simulator's close ends it
+    server.add_fault("result", "read_timeout")  # the first result read: job 1's
+    bot = await start_hooked(harness, fal, monkeypatch)
+    await set_budget(sandbox, world)
+    subject = await cast(sandbox, world, fal, clip_bytes)
+    await generate(sandbox, world, f"{subject} walks at dawn")
+    await sandbox.wait_for(lambda: server.jobs or None, TIMEOUT, "job 1 at fal")
+    (first,) = server.jobs
+
+    def result_reads(request_id: str) -> list[Any]:
+        return [r for r in server.recorded("queue", "GET") if request_id in r.path and not r.path.endswith("/status")]
+
+    await sandbox.wait_for(lambda: result_reads(first) or None, TIMEOUT, "job 1's result read")
+    queued = await run(sandbox, world, world.member, "generate", prompt=f"{subject} waves goodbye")
+    assert "Job #2 is queued" in queued.content, queued.content
+    await wait_result(sandbox, world, 2, timeout=TIMEOUT)
+    assert 1 in bot.services.tracker.in_flight  # job 1's read is still hanging: job 2 did not wait for it
+    assert not result_posts(sandbox, world, 1)
+    second = await wait_job(bot, 2, lambda r: r["state"] == "delivered")
+    assert second["callback_token"] and any(second["callback_token"] in c.url for c in server.callbacks.sent)
 
 
 async def fal_job(
