@@ -146,7 +146,9 @@ class GalleryPageButton(_GalleryButton, template=PAGE_TEMPLATE):
         await actions_of(interaction).gallery.show_page(interaction, self.query, self.sort, self.page)
 
 
-class GalleryImportButton(_GalleryButton, template=IMPORT_TEMPLATE):
+class _CardButton(_GalleryButton, template=r"castbot:gal:(?P<id>x)"):
+    """A button about one character's card: its id is in the custom id."""
+
     def __init__(self, item: Button, character_id: int) -> None:
         super().__init__(item)
         self.character_id = character_id
@@ -154,24 +156,16 @@ class GalleryImportButton(_GalleryButton, template=IMPORT_TEMPLATE):
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> GalleryImportButton:
+    ) -> _CardButton:
         return cls(_button(item, match), int(match["id"]))
 
+
+class GalleryImportButton(_CardButton, template=IMPORT_TEMPLATE):
     async def handle(self, interaction: discord.Interaction[Any]) -> None:
         await actions_of(interaction).gallery.ask_import(interaction, self.character_id)
 
 
-class GalleryInfoButton(_GalleryButton, template=INFO_TEMPLATE):
-    def __init__(self, item: Button, character_id: int) -> None:
-        super().__init__(item)
-        self.character_id = character_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> GalleryInfoButton:
-        return cls(_button(item, match), int(match["id"]))
-
+class GalleryInfoButton(_CardButton, template=INFO_TEMPLATE):
     async def handle(self, interaction: discord.Interaction[Any]) -> None:
         await actions_of(interaction).gallery.info(interaction, self.character_id)
 
