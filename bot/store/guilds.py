@@ -24,8 +24,12 @@ async def get(db: Database, guild_id: int) -> Row | None:
     return await db.fetchone("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,))
 
 
-async def upsert(conn: Connection, guild_id: int, changes: dict[str, Any], now: float) -> None:
-    unknown = set(changes) - set(COLUMNS)
+async def upsert(
+    conn: Connection, guild_id: int, changes: dict[str, Any], now: float, *, columns: tuple[str, ...] = COLUMNS
+) -> None:
+    """Create the guild's row if needed and set `changes`, each one of `columns` (another area's
+    settings pass theirs: bot/store/trust.py)."""
+    unknown = set(changes) - set(columns)
     if unknown:
         raise ValueError(f"unknown guild setting(s): {', '.join(sorted(unknown))}")
     await conn.execute(

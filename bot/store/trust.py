@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from bot.db import Connection, Database, dialect
+from bot.store import guilds
 from bot.store.rows import mapped
 
 Source: TypeAlias = "Database | Connection"
@@ -232,19 +233,7 @@ async def settings(source: Source, guild_id: int) -> TrustSettings:
 
 
 async def change_settings(conn: Connection, guild_id: int, changes: dict[str, Any], now: float) -> None:
-    unknown = set(changes) - set(_SETTING_COLUMNS)
-    if unknown:
-        raise ValueError(f"unknown trust setting(s): {', '.join(sorted(unknown))}")
-    await conn.execute(
-        "INSERT INTO guild_settings (guild_id, created_at, updated_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-        (guild_id, now, now),
-    )
-    if changes:
-        assignments = ", ".join(f"{column} = ?" for column in changes)
-        await conn.execute(
-            f"UPDATE guild_settings SET {assignments}, updated_at = ? WHERE guild_id = ?",
-            (*changes.values(), now, guild_id),
-        )
+    await guilds.upsert(conn, guild_id, changes, now, columns=_SETTING_COLUMNS)
 
 
 # --- who imported a character ---------------------------------------------------------------------
