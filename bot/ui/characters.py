@@ -116,20 +116,29 @@ def character_embed(view: CharacterView, locale: str) -> tuple[discord.Embed, li
     if view.refused:
         lines = "\n".join(f"**{p}**: {why[:200]}" for p, why in sorted(view.refused.items()))
         embed.add_field(name=t("characters.field.refused", locale), value=lines[:1024], inline=False)
+    return embed, card_pictures(embed, view, frame_beside_preview=True)
+
+
+def card_pictures(embed: discord.Embed, view: CharacterView, *, frame_beside_preview: bool) -> list[discord.File]:
+    """Set the card's image: the looping preview, else the frontal frame (a still when no preview
+    could be made); with `frame_beside_preview`, the frame also as the thumbnail beside a preview.
+    Returns the files the message must carry."""
     files = []
     animated = view.preview if view.preview is not None and view.preview.is_file() else None
     if animated is not None:
         name = f"{PREVIEW_NAME}{animated.suffix}"
         embed.set_image(url=f"attachment://{name}")
         files.append(discord.File(animated, filename=name))
-    frame = _frame_file(view, FRONTAL_FILE)
+    if animated is not None and not frame_beside_preview:
+        return files
+    frame = _frame_file(view, FRONTAL_FILE)  # opens the file: only when it is sent
     if frame is not None:
         if animated is not None:
             embed.set_thumbnail(url=f"attachment://{FRONTAL_FILE}")
         else:
             embed.set_image(url=f"attachment://{FRONTAL_FILE}")
         files.append(frame)
-    return embed, files
+    return files
 
 
 def info_reply(view: CharacterView, locale: str, content: str | None = None) -> Reply:

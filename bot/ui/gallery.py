@@ -17,7 +17,7 @@ import discord
 from bot.i18n import t
 from bot.services.characters import Created
 from bot.services.characters.gallery import MAX_QUERY, Edited, GalleryCard, GalleryPage
-from bot.ui.characters import COLOUR, FRONTAL_FILE, PREVIEW_NAME, Reply, character_embed, created_reply
+from bot.ui.characters import COLOUR, Reply, card_pictures, character_embed, created_reply
 
 SORT_LETTERS = {"popular": "p", "newest": "n", "name": "a"}
 SORTS_BY_LETTER = {v: k for k, v in SORT_LETTERS.items()}
@@ -59,16 +59,7 @@ def card_embed(card: GalleryCard, owner: str, locale: str) -> tuple[discord.Embe
         embed.add_field(name=t("gallery.field.tags", locale), value=_tags(card.tags), inline=False)
     if view.share_code:
         embed.add_field(name=t("gallery.field.code", locale), value=f"`{view.share_code}`")
-    files = []
-    animated = view.preview if view.preview is not None and view.preview.is_file() else None
-    if animated is not None:
-        name = f"{PREVIEW_NAME}{animated.suffix}"
-        embed.set_image(url=f"attachment://{name}")
-        files.append(discord.File(animated, filename=name))
-    elif view.frontal is not None and view.frontal.is_file():
-        embed.set_image(url=f"attachment://{FRONTAL_FILE}")  # a still frame when no preview can be made
-        files.append(discord.File(view.frontal, filename=FRONTAL_FILE))
-    return embed, files
+    return embed, card_pictures(embed, view, frame_beside_preview=False)
 
 
 def page_reply(page: GalleryPage, owner: str, locale: str) -> Reply:
