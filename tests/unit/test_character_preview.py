@@ -5,25 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
-from tests.postgres import ENGINES, open_test_database
-from tests.unit.test_character_service import MEMBER, OWNER, ClipServer, Env, clip_bytes, clip_server, make_env
+from tests.unit.test_character_service import MEMBER, OWNER, Env, clip_bytes, clip_server, env
 
-__all__ = ["clip_bytes", "clip_server"]  # shared fixtures
-
-
-@pytest.fixture(params=ENGINES)
-async def env(
-    request: pytest.FixtureRequest, tmp_path: Path, clip_server: ClipServer, clip_bytes: bytes
-) -> AsyncIterator[Env]:
-    async with open_test_database(request.param, request, tmp_path / "db") as database:
-        async for e in make_env(tmp_path, clip_server, clip_bytes, database=database):
-            yield e
+__all__ = ["clip_bytes", "clip_server", "env"]  # shared fixtures: the character service on each engine
 
 
 def assert_preview(path: Path | None) -> None:

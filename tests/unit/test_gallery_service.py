@@ -34,7 +34,7 @@ from bot.store import gallery as store
 from bot.store import jobs as job_store
 from bot.store.jobs import NewJob
 from discord_sandbox.clips import make_clip
-from tests.postgres import ENGINES, PostgresServer, open_test_database
+from tests.postgres import ENGINES, PostgresServer
 from tests.unit.test_character_service import (  # noqa: F401  (fixtures)
     GUILD_A,
     GUILD_B,
@@ -45,23 +45,14 @@ from tests.unit.test_character_service import (  # noqa: F401  (fixtures)
     Env,
     clip_bytes,
     clip_server,
+    env,
     make_env,
 )
 
+__all__ = ["clip_bytes", "clip_server", "env"]  # shared fixtures: the character service on each engine
+
 GUILD_C = 300
 THIRD = Actor(user_id=7, guild_id=GUILD_C)
-
-
-@pytest.fixture(params=ENGINES)
-async def env(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    clip_server: ClipServer,  # noqa: F811
-    clip_bytes: bytes,  # noqa: F811
-) -> AsyncIterator[Env]:
-    async with open_test_database(request.param, request, tmp_path / "db") as database:
-        async for e in make_env(tmp_path, clip_server, clip_bytes, database=database):
-            yield e
 
 
 @pytest.fixture
