@@ -16,7 +16,7 @@ import contextlib
 import re
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,8 +121,9 @@ async def ask(sandbox: DiscordSandbox, place: Place, who: Member, command: str, 
     return await handle.wait_final_message(timeout=TIMEOUT)
 
 
-async def in_batches(coros: list, size: int) -> list:  # type: ignore[type-arg]
-    out = []
+async def in_batches(coros: list[Coroutine[Any, Any, StoredMessage]], size: int) -> list[StoredMessage]:
+    """Await `coros` `size` at a time (the sandbox answers each within Discord's 3 s)."""
+    out: list[StoredMessage] = []
     for start in range(0, len(coros), size):
         out += await asyncio.gather(*coros[start : start + size])
     return out
